@@ -1,0 +1,335 @@
+"""`ivr check`: everything about a configuration folder that a schema alone cannot see.
+
+Unknown prompts, queues, targets and regions; steps nobody reaches; loops with no way
+out; branches that miss a case; retirement windows out of order or not about three
+months; a legacy line with no route in some region. Each problem names file and line.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+from ivr.config import ConfigError, Document, Loaded, Problem, load_folder
+from ivr.core.dialplan import (
+    FACTS,
+    MEDIA_KINDS,
+    PERSON_KINDS,
+    TAG_FIELDS,
+    TERMINAL_KINDS,
+    Branch,
+    Collect,
+    Dial,
+    Emit,
+    Flow,
+    Play,
+    Queue,
+    SetTags,
+    Survey,
+    Transfer,
+    edges,
+    goes_on,
+)
+from ivr.core.directory import Directory, Mode, Seats
+from ivr.core.routing import EMERGENCY_NUMBERS, REQUIRED_FLOWS, Hotline
+
+# A transition window "about three months" long (二(二)2): 89-92 days, give or take.
+WINDOW_DAYS = range(80, 101)
+
+
+def load_hotline(root: Path) -> Hotline:
+    """Load and check a folder; any error raises ConfigError and yields nothing."""
+    loaded = check_folder(root)
+    errors = [p for p in loaded.problems if p.severity == "error"]
+    if errors or loaded.hotline is None:
+        raise ConfigError(errors or [Problem(str(root), 1, "configuration could not be loaded")])
+    return loaded.hotline
+
+
+def check_folder(root: Path) -> Loaded:
+    loaded = load_folder(root)
+    hotline = loaded.hotline
+    if hotline is None:
+        return loaded
+    problems = _check_directory(hotline.directory, loaded.documents)
+    problems += _check_flows(hotline, loaded)
+    loaded.problems += problems
+    if any(p.severity == "error" for p in problems):
+        loaded.hotline = None
+    return loaded
+
+
+# -- the directory --------------------------------------------------------------------
+
+
+def _check_directory(directory: Directory, docs: dict[str, Document]) -> list[Problem]:
+    problems: list[Problem] = []
+    lines_doc, trunks_doc = docs["config/lines.yaml"], docs["config/trunks.yaml"]
+    hotline_doc = docs["config/hotline.yaml"]
+    regions = directory.regions
+
+    def at(doc: Document, loc: tuple, reason: str, severity: str = "error") -> None:
+        problems.append(Problem(doc.display, doc.line_of(loc), reason, severity))
+
+    if directory.defaults.default_region not in regions:
+        at(
+            hotline_doc,
+            ("defaults", "default_region"),
+            f"unknown region {directory.defaults.default_region!r}",
+        )
+    for trunk_id, trunk in directory.trunks.items():
+        if trunk.region not in regions:
+            at(trunks_doc, ("trunks", trunk_id, "region"), f"unknown region {trunk.region!r}")
+    for did, region in directory.dids.items():
+        if region not in regions:
+            at(trunks_doc, ("dids", did), f"unknown region {region!r}")
+    for code, region in directory.primary_region_for_area_code.items():
+        if region not in regions:
+            at(trunks_doc, ("primary_region_for_area_code", code), f"unknown region {region!r}")
+    shared: dict[str, list[str]] = {}
+    for rid, region in regions.items():
+        shared.setdefault(region.area_code, []).append(rid)
+    for code, rids in shared.items():
+        if len(rids) > 1 and code not in directory.primary_region_for_area_code:
+            at(
+                trunks_doc,
+                ("primary_region_for_area_code",),
+                f"area code {code} is shared by {', '.join(rids)}: say which it means "
+                "under primary_region_for_area_code",
+            )
+
+    for number, line in directory.lines.items():
+        loc = ("lines", number)
+        if number in EMERGENCY_NUMBERS or number == "12345":
+            at(lines_doc, loc, f"{number} is not a legacy line")
+        for rid in line.regions:
+            if rid not in regions:
+                at(lines_doc, (*loc, "regions", rid), f"unknown region {rid!r}")
+        if line.mode is not Mode.DUAL_NUMBER and (
+            line.seats or any(r.seats or r.kept_seats for r in line.regions.values())
+        ):
+            at(lines_doc, loc, f"{number}: seats are only for dual_number lines")
+        if line.mode is not Mode.WHOLE_MERGE and (
+            line.retirement or any(r.retirement for r in line.regions.values())
+        ):
+            at(lines_doc, loc, f"{number}: a retirement is only for whole_merge lines")
+        for rid in regions:
+            if line.mode is Mode.WHOLE_MERGE:
+                window = directory.defaults.retirement.merged(line.retirement)
+                in_region = line.regions.get(rid)
+                where = (*loc, "regions", rid) if in_region and in_region.retirement else loc
+                override = in_region.retirement if in_region else None
+                start = override.retired_on if override and override.retired_on else None
+                end = override.prompt_until if override and override.prompt_until else None
+                start, end = start or window.retired_on, end or window.prompt_until
+                if end < start:
+                    at(
+                        lines_doc,
+                        where,
+                        f"{number} in {rid}: prompt_until {end} is before retired_on {start}",
+                    )
+                elif (end - start).days + 1 not in WINDOW_DAYS:
+                    at(
+                        lines_doc,
+                        where,
+                        f"{number} in {rid}: transition window {start}..{end} is "
+                        f"{(end - start).days + 1} days, not about 3 months",
+                        "warning",
+                    )
+            if line.mode is Mode.DUAL_NUMBER:
+                seats = directory.seats_of(number, rid)
+                if seats is None:
+                    at(
+                        lines_doc,
+                        loc,
+                        f"{number} has no route in {rid}: say whether its seats are kept or "
+                        "cancelled there (seats: under the line or the region)",
+                    )
+                in_region = line.regions.get(rid)
+                if in_region and in_region.kept_seats and seats is Seats.CANCELLED:
+                    at(
+                        lines_doc,
+                        (*loc, "regions", rid),
+                        f"{number} in {rid}: kept_seats given but seats are cancelled",
+                        "warning",
+                    )
+    window = directory.defaults.retirement
+    if (window.prompt_until - window.retired_on).days + 1 not in WINDOW_DAYS:
+        at(
+            hotline_doc,
+            ("defaults", "retirement"),
+            "the default transition window is not about 3 months",
+            "warning",
+        )
+    return problems
+
+
+# -- the flows ------------------------------------------------------------------------
+
+
+def _check_flows(hotline: Hotline, loaded: Loaded) -> list[Problem]:
+    problems: list[Problem] = []
+    flows = hotline.flows
+    directory = hotline.directory
+    known_queues = directory.queues()
+    docs = loaded.documents
+
+    for name in REQUIRED_FLOWS:
+        if name not in flows:
+            problems.append(
+                Problem("dialplans", 1, f"missing flow {name!r} (dialplans/{name}.yaml)")
+            )
+
+    graph: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for flow_id, flow in flows.items():
+        doc = docs[loaded.flow_files[flow_id]]
+
+        def at(
+            index: int, reason: str, *rest: str, severity: str = "error", doc: Document = doc
+        ) -> None:
+            problems.append(
+                Problem(doc.display, doc.line_of(("steps", index, *rest)), reason, severity)
+            )
+
+        ids = [s.id for s in flow.steps]
+        seen: set[str] = set()
+        for index, step in enumerate(flow.steps):
+            if step.id in seen:
+                at(index, f"step id {step.id!r} is used twice", "id")
+            seen.add(step.id)
+        for index, step in enumerate(flow.steps):
+            node = (flow_id, step.id)
+            graph[node] = []
+            following = flow.following(step.id)
+            for ref in edges(step, following):
+                if ref.startswith("@"):
+                    if ref[1:] not in flows:
+                        at(index, f"{step.id}: unknown flow {ref}")
+                    else:
+                        graph[node].append((ref[1:], flows[ref[1:]].start))
+                elif ref not in ids:
+                    at(index, f"{step.id}: unknown step {ref!r}")
+                else:
+                    graph[node].append((flow_id, ref))
+            if goes_on(step) and not (step.next or following):
+                at(
+                    index,
+                    f"{step.id}: the flow ends here with no hangup; "
+                    "say where the call goes (next:) or end it (kind: hangup)",
+                )
+            if (
+                isinstance(step, Play | Collect | Survey)
+                and step.prompt not in hotline.catalog.prompts
+            ):
+                at(index, f"{step.id}: unknown prompt {step.prompt!r}", "prompt")
+            if isinstance(step, Queue | Dial | Transfer):
+                _check_target(step.to, known_queues, directory, lambda r, i=index: at(i, r, "to"))
+            if isinstance(step, Branch):
+                allowed = FACTS[step.on]
+                for value in step.cases:
+                    if value not in allowed:
+                        at(
+                            index,
+                            f"{step.id}: {step.on} is never {value!r} "
+                            f"(it is one of {', '.join(allowed)})",
+                            "cases",
+                        )
+                missing = [v for v in allowed if v not in step.cases]
+                if missing and step.otherwise is None:
+                    at(
+                        index,
+                        f"{step.id}: no case for {step.on} = {', '.join(missing)} and no otherwise",
+                    )
+            if isinstance(step, SetTags | Emit):
+                values = step.tags.values() if isinstance(step, SetTags) else step.fields.values()
+                for value in values:
+                    for field in _placeholders(value):
+                        if field not in TAG_FIELDS:
+                            at(
+                                index,
+                                f"{step.id}: unknown placeholder {{{field}}} "
+                                f"(known: {', '.join(TAG_FIELDS)})",
+                            )
+            if not flow.media and step.kind in MEDIA_KINDS:
+                at(
+                    index,
+                    f"{step.id}: a {step.kind} step needs the caller, but this flow "
+                    "runs after the caller has gone (media: false)",
+                    "kind",
+                )
+
+        reachable = _reach(graph, (flow_id, flow.start), within=flow_id)
+        for index, step in enumerate(flow.steps):
+            if (flow_id, step.id) not in reachable:
+                at(index, f"{step.id}: unreachable (no step leads here)", severity="error")
+
+    # Loops with no exit: a step from which no hangup and no person can ever be reached.
+    exits = {
+        node for node in graph if flows[node[0]].step(node[1]).kind in TERMINAL_KINDS | PERSON_KINDS
+    }
+    can_exit = _reach_backwards(graph, exits)
+    for flow_id, step_id in graph:
+        if (flow_id, step_id) not in can_exit:
+            doc = docs[loaded.flow_files[flow_id]]
+            index = [s.id for s in flows[flow_id].steps].index(step_id)
+            problems.append(
+                Problem(
+                    doc.display,
+                    doc.line_of(("steps", index)),
+                    f"{step_id}: a loop with no exit (no person and no hangup "
+                    "can be reached from here)",
+                )
+            )
+    return problems
+
+
+def _check_target(ref: str, known_queues: set[str], directory: Directory, report) -> None:
+    kind, _, arg = ref.partition(":")
+    if kind == "queue" and arg not in known_queues:
+        report(f"unknown queue {arg!r}")
+    if kind in ("kept_seats", "sub_centre") and arg:
+        line = directory.line(arg)
+        wanted = Mode.DUAL_NUMBER if kind == "kept_seats" else Mode.SUB_CENTRE
+        if line is None or line.mode is not wanted:
+            report(f"unknown target {ref!r}: {arg} is not a {wanted.value} line")
+
+
+def _placeholders(text: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(text) if name]
+
+
+def _reach(graph: dict, start: tuple[str, str], within: str) -> set[tuple[str, str]]:
+    seen = {start}
+    todo = [start]
+    while todo:
+        node = todo.pop()
+        for nxt in graph.get(node, []):
+            if nxt[0] == within and nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def _reach_backwards(graph: dict, targets: set) -> set:
+    reverse: dict = {}
+    for node, outs in graph.items():
+        for out in outs:
+            reverse.setdefault(out, []).append(node)
+    seen = set(targets)
+    todo = list(targets)
+    while todo:
+        node = todo.pop()
+        for prev in reverse.get(node, []):
+            if prev not in seen:
+                seen.add(prev)
+                todo.append(prev)
+    return seen
+
+
+def unused(flows: dict[str, Flow]) -> list[str]:
+    """Flows no mode, no engine rule and no other flow enters (a hint, not an error)."""
+    entered = set(REQUIRED_FLOWS)
+    for flow in flows.values():
+        for step in flow.steps:
+            entered |= {r[1:] for r in edges(step, flow.following(step.id)) if r.startswith("@")}
+    return sorted(set(flows) - entered)

@@ -1,0 +1,206 @@
+"""The `ivr` command: check, simulate and test dialplans; serve calls."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from ivr.check import check_folder, unused
+from ivr.config import ConfigError
+from ivr.core.clock import SHANGHAI, parse_when
+from ivr.core.dialplan import json_schema
+from ivr.core.routing import Call
+from ivr.paths import default_root
+from ivr.regression import default_case_files, run_file
+from ivr.simulate import World, render_text, simulate
+
+SCHEMA_FILE = Path("dialplans") / "dialplan.schema.json"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        print(f"configuration refused: {len(exc.problems)} error(s)", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ivr", description="Call controller for Fujian's 12345 government-service hotline."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check", help="validate a configuration folder")
+    check.add_argument("dir", nargs="?", type=Path, help="holds config/, dialplans/, prompts/")
+    check.set_defaults(handler=cmd_check)
+
+    sim = sub.add_parser("simulate", help="print the path a call takes")
+    _config_option(sim)
+    sim.add_argument("--to", required=True, help="the dialed number")
+    sim.add_argument("--from", dest="caller", help="the caller's number")
+    where = sim.add_mutually_exclusive_group()
+    where.add_argument("--trunk", help="the trunk the call came in on")
+    where.add_argument("--region", help="the region, when the switch already knows it")
+    sim.add_argument("--at", help="ISO date-time (local when no offset); default: now")
+    sim.add_argument("--keys", default="", help="keys the caller presses, in order")
+    sim.add_argument(
+        "--dial-result",
+        default="answered",
+        choices=["answered", "noanswer", "busy", "failed"],
+        help="outcome of the first queue or dial (later ones answer)",
+    )
+    sim.add_argument("--json", action="store_true", help="one JSON object")
+    sim.set_defaults(handler=cmd_simulate)
+
+    test = sub.add_parser("test", help="run dialplan regression cases")
+    _config_option(test)
+    test.add_argument(
+        "files",
+        nargs="*",
+        type=Path,
+        help="case files (default: dialplans/cases/*.yaml of the configuration)",
+    )
+    test.add_argument("-v", "--verbose", action="store_true", help="print every case")
+    test.set_defaults(handler=cmd_test)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of dialplan files")
+    schema.add_argument(
+        "--write",
+        action="store_true",
+        help=f"write it to {SCHEMA_FILE} of the bundled configuration",
+    )
+    schema.set_defaults(handler=cmd_schema)
+    return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="folder holding config/, dialplans/, prompts/ (default: bundled)",
+    )
+
+
+def _load(root: Path | None):
+    from ivr.check import load_hotline
+
+    return load_hotline(root or default_root())
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    root = args.dir or default_root()
+    if not root.is_dir():
+        print(f"{root}: not a folder", file=sys.stderr)
+        return 1
+    loaded = check_folder(root)
+    for problem in sorted(loaded.problems):
+        print(problem, file=sys.stderr if problem.severity == "error" else sys.stdout)
+    errors = [p for p in loaded.problems if p.severity == "error"]
+    if errors or loaded.hotline is None:
+        print(
+            f"{root}: {len(errors)} error(s); the configuration would be refused", file=sys.stderr
+        )
+        return 1
+    hotline = loaded.hotline
+    warnings = len(loaded.problems)
+    print(
+        f"{root}: ok — {len(hotline.directory.regions)} regions, "
+        f"{len(hotline.directory.lines)} legacy lines, {len(hotline.flows)} flows, "
+        f"{len(hotline.catalog.prompts)} prompts, {warnings} warning(s)"
+    )
+    for name in unused(hotline.flows):
+        print(f"note: flow {name!r} is never entered")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    hotline = _load(args.config)
+    if args.region and args.region not in hotline.directory.regions:
+        known = ", ".join(hotline.directory.regions)
+        print(f"unknown region {args.region!r} (known: {known})", file=sys.stderr)
+        return 2
+    try:
+        now = parse_when(args.at) if args.at else datetime.now(SHANGHAI)
+    except ValueError as exc:
+        print(f"--at: {exc}", file=sys.stderr)
+        return 2
+    call = Call(
+        dialed=args.to,
+        now=now,
+        caller=args.caller,
+        trunk=args.trunk,
+        region=args.region,
+        call_id="simulated",
+    )
+    if args.trunk and args.trunk not in hotline.directory.trunks:
+        print(
+            f"note: unknown trunk {args.trunk!r}; deciding the region without it", file=sys.stderr
+        )
+    if any(k not in "0123456789*#" for k in args.keys):
+        print("--keys: only 0-9, * and #", file=sys.stderr)
+        return 2
+    result = simulate(hotline, call, World(args.keys, args.dial_result))
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        print(render_text(result))
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    root = args.config or default_root()
+    hotline = _load(root)
+    files = args.files or default_case_files(root)
+    if not files:
+        print("no case files", file=sys.stderr)
+        return 1
+    passed = failed = 0
+    problems = []
+    for path in files:
+        outcomes, file_problems = run_file(hotline, path)
+        problems += file_problems
+        for outcome in outcomes:
+            if outcome.passed:
+                passed += 1
+                if args.verbose:
+                    print(f"PASS {outcome.file}:{outcome.line} {outcome.name}")
+                continue
+            failed += 1
+            print(f"FAIL {outcome.file}:{outcome.line} {outcome.name}")
+            for failure in outcome.failures:
+                print(f"     {failure}")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print(
+        f"cases: {passed} passed, {failed} failed"
+        + (f", {len(problems)} case file error(s)" if problems else "")
+    )
+    return 0 if failed == 0 and not problems else 1
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    text = json.dumps(json_schema(), ensure_ascii=False, indent=2) + "\n"
+    if args.write:
+        from ivr.paths import bundled_root
+
+        path = bundled_root() / SCHEMA_FILE
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

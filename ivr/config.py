@@ -1,0 +1,248 @@
+"""Reading a configuration folder (config/, dialplans/, prompts/) into a Hotline.
+
+Every problem is reported with file, line and reason; a folder with any error yields
+no Hotline at all, so a running controller keeps the configuration it has.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ivr.core.dialplan import Flow
+from ivr.core.directory import Directory
+from ivr.core.prompts import Catalog
+from ivr.core.routing import Hotline
+
+CONFIG_FILES = ("hotline.yaml", "regions.yaml", "trunks.yaml", "lines.yaml")
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    file: str
+    line: int
+    reason: str
+    severity: str = "error"  # error | warning
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.severity}: {self.reason}"
+
+
+class ConfigError(Exception):
+    """A configuration folder that cannot be used; ``problems`` says why, each with a line."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that refuses a key written twice (the second would silently win) and
+    reads only true/false as booleans, as YAML 1.2 does: `on:` and `no:` are words here.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} appears twice (first on line {seen[key]})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+@dataclass
+class Document:
+    """A parsed YAML file and its node tree, to turn a data path into a line number."""
+
+    path: Path
+    display: str
+    data: Any
+    node: yaml.Node | None
+
+    def line_of(self, loc: tuple[Any, ...]) -> int:
+        node = self.node
+        if node is None:
+            return 1
+        for part in loc:
+            child = _child(node, part)
+            if child is not None:
+                node = child
+        return node.start_mark.line + 1
+
+
+def _child(node: yaml.Node, part: Any) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if str(key_node.value) == str(part):
+                return value_node
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        return node.value[part]
+    return None
+
+
+def read_yaml(path: Path, display: str) -> tuple[Document | None, list[Problem]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Problem(display, 1, f"cannot read: {exc}")]
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        return None, [Problem(display, line, f"YAML: {exc.problem or exc.context}")]
+    finally:
+        loader.dispose()
+    return Document(path, display, data, node), []
+
+
+def validation_problems(doc: Document, exc: ValidationError, prefix: tuple = ()) -> list[Problem]:
+    problems = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        where = ".".join(str(p) for p in loc) or "(top)"
+        reason = error["msg"]
+        if error["type"] == "string_type" and isinstance(error.get("input"), int | float):
+            reason += ' (write numbers and codes in quotes, e.g. "12345")'
+        problems.append(Problem(doc.display, doc.line_of(prefix + loc), f"{where}: {reason}"))
+    return problems
+
+
+def validate(doc: Document, model: type[BaseModel]) -> tuple[Any, list[Problem]]:
+    if not isinstance(doc.data, dict):
+        return None, [Problem(doc.display, 1, "expected a mapping at the top of the file")]
+    try:
+        return model.model_validate(doc.data), []
+    except ValidationError as exc:
+        return None, validation_problems(doc, exc)
+
+
+@dataclass
+class Loaded:
+    """What a folder held: the Hotline (None on any error), the parsed documents, problems."""
+
+    root: Path
+    hotline: Hotline | None
+    documents: dict[str, Document] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    flow_files: dict[str, str] = field(default_factory=dict)
+
+
+def _display(root: Path, path: Path) -> str:
+    try:
+        return os.path.relpath(path, Path.cwd())
+    except ValueError:
+        return str(path)
+
+
+def load_folder(root: Path) -> Loaded:
+    """Read and validate a whole configuration folder; semantic checks are in ivr.check."""
+    result = Loaded(root=root, hotline=None)
+    problems = result.problems
+
+    # config/: the four files form one Directory; each top-level key remembers its file.
+    merged: dict[str, Any] = {}
+    owner: dict[str, Document] = {}
+    for name in CONFIG_FILES:
+        path = root / "config" / name
+        display = _display(root, path)
+        if not path.exists():
+            problems.append(Problem(display, 1, "missing configuration file"))
+            continue
+        doc, errs = read_yaml(path, display)
+        problems += errs
+        if doc is None:
+            continue
+        result.documents[f"config/{name}"] = doc
+        if not isinstance(doc.data, dict):
+            problems.append(Problem(display, 1, "expected a mapping at the top of the file"))
+            continue
+        for key, value in doc.data.items():
+            if key in merged:
+                problems.append(
+                    Problem(
+                        display,
+                        doc.line_of((key,)),
+                        f"{key!r} is already given in {owner[key].display}",
+                    )
+                )
+                continue
+            merged[key] = value
+            owner[key] = doc
+    directory = None
+    if not problems:
+        try:
+            directory = Directory.model_validate(merged)
+        except ValidationError as exc:
+            for error in exc.errors():
+                loc = tuple(error["loc"])
+                doc = owner.get(str(loc[0])) if loc else None
+                doc = doc or next(iter(owner.values()))
+                sub = ValidationError.from_exception_data(exc.title, [error])  # type: ignore[list-item]
+                problems += validation_problems(doc, sub)
+
+    # prompts/catalog.yaml
+    catalog = None
+    path = root / "prompts" / "catalog.yaml"
+    doc, errs = read_yaml(path, _display(root, path))
+    problems += errs
+    if doc is not None:
+        result.documents["prompts/catalog.yaml"] = doc
+        catalog, errs = validate(doc, Catalog)
+        problems += errs
+
+    # dialplans/*.yaml: one flow a file, named as the file.
+    flows: dict[str, Flow] = {}
+    for path in sorted((root / "dialplans").glob("*.yaml")):
+        display = _display(root, path)
+        doc, errs = read_yaml(path, display)
+        problems += errs
+        if doc is None:
+            continue
+        result.documents[f"dialplans/{path.name}"] = doc
+        flow, errs = validate(doc, Flow)
+        problems += errs
+        if flow is None:
+            continue
+        if flow.flow != path.stem:
+            problems.append(
+                Problem(
+                    display,
+                    doc.line_of(("flow",)),
+                    f"flow {flow.flow!r} must be in a file named {flow.flow}.yaml",
+                )
+            )
+            continue
+        flows[flow.flow] = flow
+        result.flow_files[flow.flow] = f"dialplans/{path.name}"
+
+    if (
+        directory is not None
+        and catalog is not None
+        and not any(p.severity == "error" for p in problems)
+    ):
+        result.hotline = Hotline(directory, flows, catalog, directory.defaults.step_budget)
+    return result

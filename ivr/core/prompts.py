@@ -1,0 +1,31 @@
+"""The prompt catalog: what each prompt id says, in Mandarin and optionally English."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PromptKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+class Prompt(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    zh: str = Field(description="Mandarin text; {line}, {line_name}, {department} are filled in")
+    en: str | None = None
+    transition: bool = Field(
+        default=False, description="a retired line's transition prompt (reported as such)"
+    )
+    per_line: bool = Field(
+        default=False, description="rendered once per line because its text names the line"
+    )
+
+
+class Catalog(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompts: dict[PromptKey, Prompt]
+
+    def transition_ids(self) -> frozenset[str]:
+        return frozenset(pid for pid, prompt in self.prompts.items() if prompt.transition)
