@@ -54,7 +54,7 @@ def check_folder(root: Path) -> Loaded:
     problems = _check_directory(hotline.directory, loaded.documents)
     problems += _check_flows(hotline, loaded)
     loaded.problems += problems
-    if any(p.severity == "error" for p in problems):
+    if any(p.severity == "error" for p in loaded.problems):
         loaded.hotline = None
     return loaded
 
@@ -174,8 +174,11 @@ def _check_flows(hotline: Hotline, loaded: Loaded) -> list[Problem]:
     known_queues = directory.queues()
     docs = loaded.documents
 
+    def failed_to_load(flow_id: str) -> bool:
+        return (loaded.root / "dialplans" / f"{flow_id}.yaml").exists()
+
     for name in REQUIRED_FLOWS:
-        if name not in flows:
+        if name not in flows and not failed_to_load(name):
             problems.append(
                 Problem("dialplans", 1, f"missing flow {name!r} (dialplans/{name}.yaml)")
             )
@@ -204,7 +207,8 @@ def _check_flows(hotline: Hotline, loaded: Loaded) -> list[Problem]:
             for ref in edges(step, following):
                 if ref.startswith("@"):
                     if ref[1:] not in flows:
-                        at(index, f"{step.id}: unknown flow {ref}")
+                        if not failed_to_load(ref[1:]):
+                            at(index, f"{step.id}: unknown flow {ref}")
                     else:
                         graph[node].append((ref[1:], flows[ref[1:]].start))
                 elif ref not in ids:

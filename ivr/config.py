@@ -19,6 +19,7 @@ from ivr.core.dialplan import Flow
 from ivr.core.directory import Directory
 from ivr.core.prompts import Catalog
 from ivr.core.routing import Hotline
+from ivr.core.transfer import Strategies
 
 CONFIG_FILES = ("hotline.yaml", "regions.yaml", "trunks.yaml", "lines.yaml")
 
@@ -80,6 +81,15 @@ class Document:
     data: Any
     node: yaml.Node | None
 
+    def has(self, loc: tuple[Any, ...]) -> bool:
+        """Does the file itself hold the last part of this path (not a model's choice tag)?"""
+        node = self.node
+        if node is None or not loc:
+            return True
+        for part in loc[:-1]:
+            node = _child(node, part) or node
+        return _child(node, loc[-1]) is not None
+
     def line_of(self, loc: tuple[Any, ...]) -> int:
         node = self.node
         if node is None:
@@ -120,15 +130,26 @@ def read_yaml(path: Path, display: str) -> tuple[Document | None, list[Problem]]
 
 
 def validation_problems(doc: Document, exc: ValidationError, prefix: tuple = ()) -> list[Problem]:
-    problems = []
+    """One problem per place: a value that fits none of a union's choices is one error."""
+    merged: dict[tuple, list[str]] = {}
     for error in exc.errors():
         loc = tuple(error["loc"])
-        where = ".".join(str(p) for p in loc) or "(top)"
+        if loc and error["type"] != "missing" and not doc.has(prefix + loc):
+            loc = loc[:-1]  # the last part names a union's choice, not a key of the file
         reason = error["msg"]
         if error["type"] == "string_type" and isinstance(error.get("input"), int | float):
             reason += ' (write numbers and codes in quotes, e.g. "12345")'
-        problems.append(Problem(doc.display, doc.line_of(prefix + loc), f"{where}: {reason}"))
-    return problems
+        reasons = merged.setdefault(loc, [])
+        if reason not in reasons:
+            reasons.append(reason)
+    return [
+        Problem(
+            doc.display,
+            doc.line_of(prefix + loc),
+            f"{'.'.join(str(p) for p in loc) or '(top)'}: {' — or: '.join(reasons)}",
+        )
+        for loc, reasons in merged.items()
+    ]
 
 
 def validate(doc: Document, model: type[BaseModel]) -> tuple[Any, list[Problem]]:
@@ -152,14 +173,19 @@ class Loaded:
 
 
 def _display(root: Path, path: Path) -> str:
+    """A path as the admin typed it: relative below the working folder, else absolute."""
     try:
-        return os.path.relpath(path, Path.cwd())
+        relative = os.path.relpath(path, Path.cwd())
     except ValueError:
         return str(path)
+    return str(path) if relative.startswith("..") else relative
 
 
 def load_folder(root: Path) -> Loaded:
-    """Read and validate a whole configuration folder; semantic checks are in ivr.check."""
+    """Read and validate a whole configuration folder; semantic checks are in ivr.check.
+
+    Use ivr.check.load_hotline() to get a Hotline that is safe to run.
+    """
     result = Loaded(root=root, hotline=None)
     problems = result.problems
 
@@ -214,6 +240,16 @@ def load_folder(root: Path) -> Loaded:
         catalog, errs = validate(doc, Catalog)
         problems += errs
 
+    # transfer/strategies.yaml
+    transfers = None
+    path = root / "transfer" / "strategies.yaml"
+    doc, errs = read_yaml(path, _display(root, path))
+    problems += errs
+    if doc is not None:
+        result.documents["transfer/strategies.yaml"] = doc
+        transfers, errs = validate(doc, Strategies)
+        problems += errs
+
     # dialplans/*.yaml: one flow a file, named as the file.
     flows: dict[str, Flow] = {}
     for path in sorted((root / "dialplans").glob("*.yaml")):
@@ -239,10 +275,10 @@ def load_folder(root: Path) -> Loaded:
         flows[flow.flow] = flow
         result.flow_files[flow.flow] = f"dialplans/{path.name}"
 
-    if (
-        directory is not None
-        and catalog is not None
-        and not any(p.severity == "error" for p in problems)
-    ):
-        result.hotline = Hotline(directory, flows, catalog, directory.defaults.step_budget)
+    # A flow that failed to load is left out, so the checks can still look at the rest;
+    # check_folder() drops the Hotline again when anything at all was wrong.
+    if directory is not None and catalog is not None and transfers is not None:
+        result.hotline = Hotline(
+            directory, flows, catalog, transfers, directory.defaults.step_budget
+        )
     return result

@@ -30,7 +30,7 @@ class CaseCall(_Strict):
     at: str = Field(description="ISO date-time; local (Asia/Shanghai) when it has no offset")
     keys: str = ""
     dial_result: Literal["answered", "noanswer", "busy", "failed"] = "answered"
-    hang_up_after: int | None = None
+    hang_up_at: int | None = None
 
 
 class Expect(_Strict):
@@ -108,7 +108,7 @@ def run_case(hotline: Hotline, case: Case, region: str | None, file: str, line: 
         region=region,
         call_id=f"case-{line}",
     )
-    world = World(case.call.keys, case.call.dial_result, case.call.hang_up_after)
+    world = World(case.call.keys, case.call.dial_result, case.call.hang_up_at)
     actual = simulate(hotline, call, world)
     fill = {"region": region or actual["region"]}
     name = f"{case.name} [{region}]" if region and isinstance(case.call.region, list) else case.name

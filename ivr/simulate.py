@@ -29,7 +29,7 @@ MAX_INSTRUCTIONS = 500  # far beyond any flow; the engine's own budget stops loo
 class World:
     keys: str = ""
     dial_result: str = "answered"
-    hang_up_after: int | None = None  # the caller leaves after this many instructions
+    hang_up_at: int | None = None  # the caller hangs up during the Nth instruction
 
 
 def simulate(hotline: Hotline, call: Call, world: World | None = None) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def simulate(hotline: Hotline, call: Call, world: World | None = None) -> dict[s
         steps.append(describe(instruction))
         if count > MAX_INSTRUCTIONS:
             raise RuntimeError("simulation did not end: the engine's step budget failed")
-        if world.hang_up_after is not None and count > world.hang_up_after:
+        if world.hang_up_at is not None and count >= world.hang_up_at:
             waiting = isinstance(instruction, Connect)
             session.caller_hung_up(answered=False, wait_s=30.0 if waiting else 0.0)
             break

@@ -156,10 +156,11 @@ class CallSession:
         if state.done:
             raise RuntimeError("the call has ended")
         step = self._current()
+        if state.waiting == "connect" and not isinstance(result, ConnectResult):
+            raise TypeError("a connect resumes with a ConnectResult")
         waiting, state.waiting = state.waiting, ""
         if waiting == "connect":
-            if not isinstance(result, ConnectResult):
-                raise TypeError("a connect resumes with a ConnectResult")
+            assert isinstance(result, ConnectResult)
             return self._connected(step, result)
         if waiting == "last_resort":
             if isinstance(result, ConnectResult) and result.outcome == "answered":

@@ -16,6 +16,10 @@ def mask_number(number: str | None) -> str:
     if not number:
         return "unknown"
     digits = "".join(_DIGITS.findall(number))
+    if digits.startswith("0086"):
+        digits = digits[4:]
+    elif digits.startswith("86") and len(digits) == 13:  # +86 and a mobile number
+        digits = digits[2:]
     if len(digits) <= 5:
         return digits or "unknown"
     if len(digits) >= 11:

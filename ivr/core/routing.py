@@ -13,10 +13,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from ivr.core.dialplan import Flow
 from ivr.core.directory import MAIN_NUMBER, Directory, Mode, Seats
 from ivr.core.prompts import Catalog
+
+if TYPE_CHECKING:
+    from ivr.core.transfer import Strategies
 
 EMERGENCY_NUMBERS = ("110", "119", "120", "122")
 
@@ -84,6 +88,7 @@ class Hotline:
     directory: Directory
     flows: dict[str, Flow]
     catalog: Catalog
+    transfers: Strategies
     step_budget: int = 64
 
     def route(self, call: Call) -> Route:

@@ -1,0 +1,61 @@
+"""Transfers a seat makes: one-key to emergency and utility lines, three-way to
+sub-centres and kept seats, with what happens when the target does not answer.
+
+The strategies come from ``transfer/strategies.yaml``; this module only decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ivr.core.directory import Directory
+from ivr.core.routing import Route, Target, resolve_target
+
+TARGET_KINDS = ("emergency", "utility", "sub_centre", "kept_seats", "seats")
+
+
+class Strategy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["one_key", "three_way"]
+    ring_timeout: int = Field(ge=5, le=120)
+    on_failure: Literal["back_to_seat", "work_order"]
+
+
+class Strategies(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategies: dict[Literal["emergency", "utility", "sub_centre", "kept_seats", "seats"], Strategy]
+
+    @model_validator(mode="after")
+    def _every_kind(self) -> Strategies:
+        missing = [kind for kind in TARGET_KINDS if kind not in self.strategies]
+        if missing:
+            raise ValueError(f"no strategy for {', '.join(missing)}")
+        return self
+
+
+@dataclass(frozen=True)
+class TransferPlan:
+    target: Target
+    method: str  # one_key | three_way
+    ring_timeout: int
+    on_failure: str  # back_to_seat | work_order
+
+
+class UnknownTransferTarget(ValueError):
+    pass
+
+
+def plan_transfer(
+    directory: Directory, strategies: Strategies, route: Route, target_ref: str
+) -> TransferPlan:
+    """What a seat's transfer request (e.g. "emergency:110", "sub_centre:12366") does."""
+    target = resolve_target(directory, route, target_ref)
+    if target is None:
+        raise UnknownTransferTarget(f"{target_ref!r} names nobody in {route.region}")
+    strategy = strategies.strategies[target.kind]  # type: ignore[index]
+    return TransferPlan(target, strategy.method, strategy.ring_timeout, strategy.on_failure)

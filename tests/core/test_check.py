@@ -1,0 +1,247 @@
+"""`ivr check`: a broken configuration is refused with file, line and reason."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from ivr.check import check_folder, load_hotline
+from ivr.config import ConfigError
+from ivr.paths import bundled_root
+
+
+def errors_of(root: Path) -> list[str]:
+    return [str(p) for p in check_folder(root).problems if p.severity == "error"]
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def line_of(path: Path, needle: str) -> int:
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if needle in line:
+            return number
+    raise AssertionError(needle)
+
+
+def test_bundled_configuration_is_clean() -> None:
+    loaded = check_folder(bundled_root())
+    assert loaded.hotline is not None
+    assert [p for p in loaded.problems if p.severity == "error"] == []
+
+
+def test_malformed_yaml_names_file_and_line(config_copy: Path) -> None:
+    main = config_copy / "dialplans" / "main.yaml"
+    edit(main, "  - id: seats\n", "  - id: seats\n   bad: [\n")
+    errors = errors_of(config_copy)
+    yaml_errors = [e for e in errors if re.match(r".*dialplans/main\.yaml:\d+: error: YAML", e)]
+    assert len(yaml_errors) == 1, errors
+    reported = int(yaml_errors[0].split("main.yaml:")[1].split(":")[0])
+    assert abs(reported - line_of(main, "bad: [")) <= 1
+    assert not any("missing flow 'main'" in e for e in errors)  # said once is enough
+
+
+def test_unknown_key_names_its_line(config_copy: Path) -> None:
+    main = config_copy / "dialplans" / "main.yaml"
+    edit(main, "    timeout: 45\n", "    timout: 45\n")
+    errors = errors_of(config_copy)
+    assert any(
+        f"main.yaml:{line_of(main, 'timout')}:" in e
+        and "timout" in e
+        and "Extra inputs are not permitted" in e
+        for e in errors
+    ), errors
+
+
+def test_wrong_type_names_its_line(config_copy: Path) -> None:
+    hotline = config_copy / "config" / "hotline.yaml"
+    edit(hotline, "answer_timeout: 20", "answer_timeout: twenty")
+    (error,) = errors_of(config_copy)
+    assert f"hotline.yaml:{line_of(hotline, 'twenty')}:" in error
+    assert "defaults.answer_timeout" in error
+
+
+def test_unquoted_number_gets_a_hint(config_copy: Path) -> None:
+    regions = config_copy / "config" / "regions.yaml"
+    edit(regions, 'utilities: {power: "95598"', "utilities: {power: 95598")
+    (error,) = errors_of(config_copy)
+    assert "write numbers and codes in quotes" in error
+    assert f"regions.yaml:{line_of(regions, 'power: 95598')}:" in error
+
+
+def test_window_out_of_order_is_refused_at_the_line(config_copy: Path) -> None:
+    lines = config_copy / "config" / "lines.yaml"
+    edit(
+        lines,
+        "xiamen: {retirement: {retired_on: 2021-11-15, prompt_until: 2022-02-14}}",
+        "xiamen: {retirement: {retired_on: 2022-03-15}}",
+    )
+    errors = errors_of(config_copy)
+    assert any(
+        f"lines.yaml:{line_of(lines, 'retired_on: 2022-03-15')}:" in e
+        and "12365 in xiamen: prompt_until 2022-02-28 is before retired_on 2022-03-15" in e
+        for e in errors
+    ), errors
+
+
+def test_window_not_about_three_months_is_a_warning(config_copy: Path) -> None:
+    lines = config_copy / "config" / "lines.yaml"
+    edit(lines, "prompt_until: 2022-02-14}", "prompt_until: 2021-12-14}")
+    loaded = check_folder(config_copy)
+    assert loaded.hotline is not None
+    assert any("not about 3 months" in str(p) and p.severity == "warning" for p in loaded.problems)
+
+
+def test_duplicate_key_is_refused(config_copy: Path) -> None:
+    lines = config_copy / "config" / "lines.yaml"
+    edit(
+        lines,
+        '  "12331":',
+        '  "12330": {name: x, department: y, national_mode: whole_merge, '
+        'mode: whole_merge, source: confirmed}\n  "12331":',
+    )
+    (error,) = errors_of(config_copy)
+    assert "'12330' appears twice (first on line" in error
+
+
+def test_unknown_prompt_queue_and_region(config_copy: Path) -> None:
+    main = config_copy / "dialplans" / "main.yaml"
+    edit(main, "prompt: emergency_menu", "prompt: emergency_menu_v2")
+    edit(main, "to: enterprise_seat", "to: queue:fuzhou-nobody")
+    trunks = config_copy / "config" / "trunks.yaml"
+    edit(trunks, "{region: nanping,", "{region: nanpin,")
+    errors = errors_of(config_copy)
+    assert any(
+        "unknown prompt 'emergency_menu_v2'" in e
+        and f"main.yaml:{line_of(main, 'emergency_menu_v2')}:" in e
+        for e in errors
+    )
+    assert any(
+        "unknown queue 'fuzhou-nobody'" in e and f"main.yaml:{line_of(main, 'fuzhou-nobody')}:" in e
+        for e in errors
+    )
+    assert any(
+        "unknown region 'nanpin'" in e and f"trunks.yaml:{line_of(trunks, 'nanpin,')}:" in e
+        for e in errors
+    )
+
+
+def test_unknown_step_and_flow_references(config_copy: Path) -> None:
+    main = config_copy / "dialplans" / "main.yaml"
+    edit(main, "otherwise: seats", "otherwise: seets")
+    edit(
+        main,
+        'answered: "@survey", noanswer: "@overflow"',
+        'answered: "@surfey", noanswer: "@overflow"',
+    )
+    errors = errors_of(config_copy)
+    assert any("unknown step 'seets'" in e for e in errors)
+    assert any("unknown flow @surfey" in e for e in errors)
+
+
+def test_unreachable_step(config_copy: Path) -> None:
+    main = config_copy / "dialplans" / "main.yaml"
+    edit(
+        main,
+        'shortcuts: {"1": enterprise, "2": dialect, "0": emergency_menu}',
+        'shortcuts: {"1": enterprise, "0": emergency_menu}',
+    )
+    errors = errors_of(config_copy)
+    assert any(
+        "dialect: unreachable" in e and f"main.yaml:{line_of(main, 'id: dialect')}:" in e
+        for e in errors
+    ), errors
+
+
+def test_loop_with_no_exit(config_copy: Path) -> None:
+    (config_copy / "dialplans" / "overflow.yaml").write_text(
+        "flow: overflow\ntitle: t\nsteps:\n"
+        "  - {id: offer, kind: collect, prompt: overflow_offer_callback, choices: {'1': again},"
+        " otherwise: again}\n"
+        "  - {id: again, kind: play, prompt: callback_confirmed, next: offer}\n",
+        encoding="utf-8",
+    )
+    errors = errors_of(config_copy)
+    assert any("overflow.yaml:4:" in e and "offer: a loop with no exit" in e for e in errors)
+    assert any("overflow.yaml:5:" in e and "again: a loop with no exit" in e for e in errors)
+
+
+def test_step_running_off_the_end(config_copy: Path) -> None:
+    survey = config_copy / "dialplans" / "survey.yaml"
+    edit(survey, "  - id: end\n    kind: hangup\n    reason: survey_done\n", "")
+    errors = errors_of(config_copy)
+    assert any("thanks: the flow ends here with no hangup" in e for e in errors)
+
+
+def test_branch_missing_a_case(config_copy: Path) -> None:
+    retired = config_copy / "dialplans" / "retired_line.yaml"
+    edit(retired, "      after_transition: after_window\n", "")
+    errors = errors_of(config_copy)
+    assert any("no case for phase = after_transition and no otherwise" in e for e in errors)
+
+
+def test_branch_on_an_impossible_value(config_copy: Path) -> None:
+    dual = config_copy / "dialplans" / "dual_line.yaml"
+    edit(
+        dual,
+        "cases: {kept: kept_seats, cancelled: seats}",
+        "cases: {kept: kept_seats, cancelled: seats, retained: seats}",
+    )
+    errors = errors_of(config_copy)
+    assert any("seats is never 'retained'" in e for e in errors)
+
+
+def test_dual_line_with_no_route_in_a_region(config_copy: Path) -> None:
+    lines = config_copy / "config" / "lines.yaml"
+    edit(
+        lines,
+        "    seats: cancelled            # assumption\n    regions:\n      xiamen: {seats: kept}",
+        "    regions:\n      xiamen: {seats: kept}",
+    )
+    errors = errors_of(config_copy)
+    assert any("12369 has no route in fuzhou" in e for e in errors)
+    assert not any("12369 has no route in xiamen" in e for e in errors)
+
+
+def test_media_step_in_a_flow_for_a_gone_caller(config_copy: Path) -> None:
+    abandoned = config_copy / "dialplans" / "abandoned.yaml"
+    edit(
+        abandoned,
+        "  - id: end\n",
+        "  - id: sorry\n    kind: play\n    prompt: survey_thanks\n  - id: end\n",
+    )
+    errors = errors_of(config_copy)
+    assert any("sorry: a play step needs the caller" in e for e in errors)
+
+
+def test_missing_required_flow_and_misnamed_file(config_copy: Path) -> None:
+    (config_copy / "dialplans" / "abandoned.yaml").rename(config_copy / "dialplans" / "left.yaml")
+    errors = errors_of(config_copy)
+    assert any("missing flow 'abandoned'" in e for e in errors)
+    assert any("left.yaml" in e and "must be in a file named abandoned.yaml" in e for e in errors)
+
+
+def test_yaml_words_on_and_no_are_not_booleans(config_copy: Path) -> None:
+    # YAML 1.1 would read `on:` as True and break every outcome mapping.
+    assert "on: {answered:" in (config_copy / "dialplans" / "main.yaml").read_text()
+    assert errors_of(config_copy) == []
+
+
+def test_survey_must_offer_the_five_grades(config_copy: Path) -> None:
+    survey = config_copy / "dialplans" / "survey.yaml"
+    edit(survey, ', "5": 非常不满意', "")
+    errors = errors_of(config_copy)
+    assert any("survey.yaml:" in e and "five grades" in e for e in errors)
+
+
+def test_load_hotline_refuses_a_broken_folder_whole(config_copy: Path) -> None:
+    edit(config_copy / "dialplans" / "main.yaml", "prompt: greeting_12345", "prompt: nope")
+    with pytest.raises(ConfigError) as caught:
+        load_hotline(config_copy)
+    assert "unknown prompt 'nope'" in str(caught.value)
+    assert all(p.line >= 1 and p.file for p in caught.value.problems)

@@ -1,0 +1,174 @@
+"""The `ivr` command as an admin uses it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ivr.cli import main
+from ivr.core.dialplan import json_schema
+from ivr.paths import bundled_root
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def simulate_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    code, out, _ = run(capsys, "simulate", "--json", *args)
+    assert code == 0
+    return json.loads(out)
+
+
+def test_check_bundled_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "check")
+    assert code == 0
+    assert "ok — 10 regions, 32 legacy lines" in out
+
+
+def test_check_broken_copy_fails_with_a_precise_message(
+    capsys: pytest.CaptureFixture[str], config_copy: Path
+) -> None:
+    path = config_copy / "dialplans" / "sub_centre_line.yaml"
+    path.write_text(path.read_text().replace("timeout: answer_timeout", "timeout: soon"))
+    code, _, err = run(capsys, "check", str(config_copy))
+    assert code == 1
+    assert "dialplans/sub_centre_line.yaml:16: error: steps.3.dial.timeout" in err
+    assert "would be refused" in err
+
+
+def test_check_missing_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "check", str(tmp_path / "nope"))
+    assert code == 1 and "not a folder" in err
+
+
+def test_simulate_json_has_the_documented_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    result = simulate_json(
+        capsys,
+        "--to",
+        "12358",
+        "--from",
+        "13912340000",
+        "--trunk",
+        "pingtan-ct",
+        "--at",
+        "2022-01-10T09:30:00",
+    )
+    assert result["line"] == "12358"
+    assert result["mode"] == "whole_merge"
+    assert result["region"] == "pingtan"
+    assert result["prompts"] == ["transition_notice", "survey_question", "survey_thanks"]
+    assert result["tags"]["original_line"] == "12358"
+    assert result["target"] == {"kind": "seats", "id": "pingtan-12345"}
+    assert result["fallbacks"] == []
+
+
+def test_simulate_dial_result_applies_to_the_first_connect_only(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    result = simulate_json(
+        capsys, "--to", "12315", "--region", "xiamen", "--dial-result", "noanswer"
+    )
+    assert result["target"] == {"kind": "seats", "id": "xiamen-12345"}
+    assert result["fallbacks"] == [{"from": "xiamen-12315", "reason": "noanswer", "to": "seats"}]
+
+
+def test_simulate_unknown_number_routes_as_12345_and_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    result = simulate_json(capsys, "--to", "96888", "--region", "longyan")
+    assert (result["line"], result["mode"], result["known"]) == ("96888", "main", False)
+    assert result["target"] == {"kind": "seats", "id": "longyan-12345"}
+    assert "not a known line" in result["notes"][0]
+    code, out, _ = run(capsys, "simulate", "--to", "96888")
+    assert code == 0 and "routed as a call to 12345" in out
+
+
+def test_simulate_keys_and_emergency(capsys: pytest.CaptureFixture[str]) -> None:
+    result = simulate_json(capsys, "--to", "12345", "--keys", "01", "--region", "xiamen")
+    assert result["target"]["kind"] == "emergency" and result["target"]["id"] == "110"
+    assert result["mode"] == "main"
+
+
+def test_simulate_emergency_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    result = simulate_json(capsys, "--to", "122", "--region", "zhangzhou")
+    assert (result["mode"], result["target"]["kind"], result["target"]["id"]) == (
+        "emergency",
+        "emergency",
+        "122",
+    )
+
+
+def test_simulate_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "simulate", "--to", "12345", "--region", "beijing")[0] == 2
+    assert run(capsys, "simulate", "--to", "12345", "--keys", "1a")[0] == 2
+    assert run(capsys, "simulate", "--to", "12345", "--at", "yesterday")[0] == 2
+
+
+def test_simulate_on_a_broken_config_is_refused(
+    capsys: pytest.CaptureFixture[str], config_copy: Path
+) -> None:
+    (config_copy / "prompts" / "catalog.yaml").write_text("prompts: [\n")
+    code, _, err = run(capsys, "simulate", "--config", str(config_copy), "--to", "12345")
+    assert code == 1 and "catalog.yaml:2: error: YAML" in err
+
+
+def test_ivr_test_runs_the_bundled_cases(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "test")
+    assert code == 0
+    assert out.strip().splitlines()[-1].endswith(" passed, 0 failed")
+
+
+def test_ivr_test_reports_a_failing_case(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        "cases:\n"
+        "  - name: wrong on purpose\n"
+        "    call: {to: '12366', region: xiamen, at: '2024-01-01T10:00:00'}\n"
+        "    expect: {target: {kind: seats}}\n"
+    )
+    code, out, _ = run(capsys, "test", str(cases))
+    assert code == 1
+    assert f"FAIL {cases}:2 wrong on purpose" in out
+    assert "target.kind: expected 'seats', got 'sub_centre'" in out
+
+
+def test_ivr_test_refuses_a_malformed_case_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        "cases:\n  - name: x\n    call: {to: '12345', at: '2024-01-01T10:00'}\n"
+        "    expect: {tagz: {}}\n"
+    )
+    code, _, err = run(capsys, "test", str(cases))
+    assert code == 1
+    assert f"{cases}:4: error: cases.0.expect.tagz: Extra inputs are not permitted" in err
+
+
+def test_shipped_schema_matches_the_model() -> None:
+    shipped = json.loads((bundled_root() / "dialplans" / "dialplan.schema.json").read_text())
+    assert shipped == json_schema(), "run `ivr schema --write` after changing the model"
+    assert "queue" in json.dumps(shipped["$defs"]["Queue"])
+
+
+def test_installed_console_script() -> None:
+    exe = shutil.which("ivr", path=str(Path(sys.executable).parent))
+    assert exe, "the ivr command is installed with the package"
+    done = subprocess.run(
+        [exe, "simulate", "--to", "12366", "--region", "fuzhou", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout)["target"] == {"kind": "sub_centre", "id": "fuzhou-12366"}

@@ -1,0 +1,201 @@
+"""The engine: instructions in order, results taken, and every failure ends at the seats."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime
+
+import pytest
+
+from ivr.core.clock import SHANGHAI
+from ivr.core.dialplan import Flow
+from ivr.core.engine import (
+    AnswerCall,
+    CallSession,
+    CollectDigits,
+    Connect,
+    ConnectResult,
+    HangUp,
+    PlayPrompt,
+    SessionState,
+)
+from ivr.core.routing import Call, Hotline
+
+NOON = datetime(2024, 6, 1, 12, 0, tzinfo=SHANGHAI)
+
+
+def start(hotline: Hotline, dialed: str = "12345", region: str = "xiamen", now=NOON):
+    return CallSession.start(hotline, hotline.route(Call(dialed, now, region=region)))
+
+
+def with_flows(hotline: Hotline, *flows: dict) -> Hotline:
+    extra = {f["flow"]: Flow.model_validate(f) for f in flows}
+    return replace(hotline, flows={**hotline.flows, **extra})
+
+
+def test_main_flow_instructions_in_order(hotline: Hotline) -> None:
+    session, first = start(hotline)
+    assert first == AnswerCall(early_media=False)
+    greeting = session.resume()
+    assert greeting == PlayPrompt("greeting_12345", "120")
+    queue = session.resume(None)
+    assert isinstance(queue, Connect)
+    assert (queue.via, queue.target.queue, queue.timeout) == ("queue", "xiamen-12345", 60)
+    assert queue.tags == {"original_line": "12345", "merge_mode": "main"}
+    survey = session.resume(ConnectResult("answered", wait_s=7.5, answered_by="seat-3"))
+    assert survey == CollectDigits("survey_question", 1, 8)
+    thanks = session.resume("2")
+    assert thanks == PlayPrompt("survey_thanks", "")
+    end = session.resume(None)
+    assert end == HangUp("survey_done")
+    assert session.state.done
+    events = session.take_events()
+    kinds = [e["type"] for e in events]
+    assert kinds == [
+        "call_offered",
+        "prompt_played",
+        "queued",
+        "answered",
+        "prompt_played",
+        "survey_result",
+        "prompt_played",
+        "call_ended",
+    ]
+    answered = next(e for e in events if e["type"] == "answered")
+    assert (answered["wait_s"], answered["answered_by"]) == (7.5, "seat-3")
+    grade = next(e for e in events if e["type"] == "survey_result")
+    assert (grade["grade"], grade["score"]) == ("满意", 4)
+    with pytest.raises(RuntimeError):
+        session.resume(None)
+
+
+def test_transition_prompt_is_reported_as_such(hotline: Hotline) -> None:
+    session, _ = start(hotline, "12358", now=datetime(2022, 1, 5, 9, tzinfo=SHANGHAI))
+    assert session.resume() == PlayPrompt("transition_notice", "")
+    session.resume(None)
+    played = [e for e in session.take_events() if e["type"] == "prompt_played"]
+    assert played == [{"type": "prompt_played", "prompt": "transition_notice", "transition": True}]
+
+
+def test_retired_line_after_window_can_announce_on_early_media(hotline: Hotline) -> None:
+    session, first = start(hotline, "12336", now=datetime(2022, 3, 1, tzinfo=SHANGHAI))
+    assert first == AnswerCall(early_media=True)
+    assert session.resume() == PlayPrompt("number_retired", "")
+    assert session.resume() == HangUp("retired_line_after_window")
+    assert session.summary()["target"] == {"kind": "hangup", "id": "retired_line_after_window"}
+
+
+def test_caller_gone_while_queued_is_an_abandoned_call_with_a_callback(hotline: Hotline) -> None:
+    session, _ = start(hotline, region="longyan")
+    session.resume()
+    assert isinstance(session.resume(), Connect)
+    session.caller_hung_up(answered=False, wait_s=42.0)
+    events = session.take_events()
+    abandoned = next(e for e in events if e["type"] == "abandoned")
+    task = next(e for e in events if e["type"] == "missed_call_callback_created")
+    assert abandoned["wait_s"] == 42.0
+    assert (task["callback_list"], task["wait_s"]) == ("longyan-callback", 42.0)
+    assert session.summary()["target"] == {"kind": "callback", "id": "longyan-callback"}
+    assert events[-1]["type"] == "call_ended"
+
+
+def test_caller_gone_after_talking_to_a_seat_is_not_abandoned(hotline: Hotline) -> None:
+    session, _ = start(hotline)
+    session.resume()
+    session.resume()
+    session.caller_hung_up(answered=True, wait_s=3.0)
+    kinds = [e["type"] for e in session.take_events()]
+    assert "abandoned" not in kinds and "answered" in kinds
+    assert session.summary()["target"] == {"kind": "seats", "id": "xiamen-12345"}
+
+
+def test_a_step_that_runs_off_its_flow_falls_back_to_the_seats(hotline: Hotline) -> None:
+    broken = with_flows(
+        hotline,
+        {
+            "flow": "main",
+            "title": "t",
+            "steps": [
+                {"id": "answer", "kind": "answer"},
+            ],
+        },
+    )
+    session, _ = start(broken, region="putian")
+    queue = session.resume()
+    assert isinstance(queue, Connect) and queue.target.queue == "putian-12345"
+    assert queue.timeout is None  # the fallback waits as long as the caller does
+    assert session.state.fallbacks == [{"from": "answer", "reason": "no_edge", "to": "@seats"}]
+
+
+def test_a_loop_with_no_exit_is_cut_by_the_step_budget(hotline: Hotline) -> None:
+    looping = with_flows(
+        hotline,
+        {
+            "flow": "main",
+            "title": "t",
+            "steps": [
+                {"id": "a", "kind": "set", "tags": {"x": "1"}, "next": "b"},
+                {"id": "b", "kind": "set", "tags": {"y": "2"}, "next": "a"},
+            ],
+        },
+    )
+    session, first = start(looping)
+    assert isinstance(first, Connect) and first.target.queue == "xiamen-12345"
+    assert session.state.fallbacks[-1]["reason"] == "step_budget"
+
+
+def test_max_visits_takes_the_exhausted_edge(hotline: Hotline) -> None:
+    session, _ = start(hotline, region="ningde")
+    session.resume()  # greeting
+    offers = 0
+    instruction = session.resume()  # queue
+    while isinstance(instruction, Connect):
+        instruction = session.resume(ConnectResult("noanswer"))
+        if isinstance(instruction, CollectDigits):
+            offers += 1
+            instruction = session.resume("")  # no key: wait again
+    assert offers == 3
+    assert instruction == PlayPrompt("callback_confirmed", "")
+    assert session.state.end == {"kind": "callback", "id": "ningde-callback"}
+
+
+def test_broken_fallback_flow_still_queues_to_the_seats(hotline: Hotline) -> None:
+    broken = with_flows(
+        hotline,
+        {"flow": "main", "title": "t", "steps": [{"id": "answer", "kind": "answer"}]},
+        {"flow": "seats", "title": "t", "steps": [{"id": "x", "kind": "answer"}]},
+    )
+    session, _ = start(broken, region="nanping")
+    assert session.resume() == AnswerCall()  # the broken fallback flow's step
+    last = session.resume()
+    assert isinstance(last, Connect) and last.target.queue == "nanping-12345"
+    assert session.resume(ConnectResult("answered")) == HangUp("last_resort")
+    assert session.summary()["target"] == {"kind": "seats", "id": "nanping-12345"}
+
+
+def test_state_survives_a_json_round_trip_mid_call(hotline: Hotline) -> None:
+    session, _ = start(hotline, "12315", region="fuzhou")
+    session.resume()  # greeting
+    kept = session.resume()
+    assert isinstance(kept, Connect) and kept.target.kind == "kept_seats"
+    assert kept.timeout == 20  # the line's answer_timeout
+    saved = json.dumps(session.state.to_dict())
+    restored = CallSession(hotline, SessionState.from_dict(json.loads(saved)))
+    fallback = restored.resume(ConnectResult("noanswer"))
+    assert isinstance(fallback, Connect) and fallback.target.queue == "fuzhou-12345"
+    assert restored.summary()["fallbacks"] == [
+        {"from": "fuzhou-12315", "reason": "noanswer", "to": "seats"}
+    ]
+
+
+def test_connect_must_resume_with_a_connect_result(hotline: Hotline) -> None:
+    session, _ = start(hotline)
+    session.resume()
+    session.resume()
+    with pytest.raises(TypeError):
+        session.resume("1")
+    # a wrong result leaves the call where it was: the right one still goes on
+    assert isinstance(session.resume(ConnectResult("answered")), CollectDigits)
+    with pytest.raises(ValueError, match="unknown connect outcome"):
+        ConnectResult("maybe")
