@@ -32,6 +32,7 @@ from ivr.core.dialplan import (
 )
 from ivr.core.directory import Directory, Mode, Seats
 from ivr.core.routing import EMERGENCY_NUMBERS, REQUIRED_FLOWS, Hotline
+from ivr.render import SOUNDS, missing_or_stale
 
 # A transition window "about three months" long (二(二)2): 89-92 days, give or take.
 WINDOW_DAYS = range(80, 101)
@@ -53,6 +54,7 @@ def check_folder(root: Path) -> Loaded:
         return loaded
     problems = _check_directory(hotline.directory, loaded.documents)
     problems += _check_flows(hotline, loaded)
+    problems += _check_rendered(hotline, loaded)
     loaded.problems += problems
     if any(p.severity == "error" for p in loaded.problems):
         loaded.hotline = None
@@ -284,6 +286,40 @@ def _check_flows(hotline: Hotline, loaded: Loaded) -> list[Problem]:
                     "can be reached from here)",
                 )
             )
+    return problems
+
+
+def _check_rendered(hotline: Hotline, loaded: Loaded) -> list[Problem]:
+    """A prompt the flows can play must have its sound file (8 kHz WAV) rendered."""
+    folder = loaded.root / SOUNDS
+    catalog = loaded.documents["prompts/catalog.yaml"]
+    if not folder.is_dir():
+        return [
+            Problem(
+                catalog.display,
+                1,
+                f"prompts are not rendered: no {SOUNDS}/ (run `ivr prompts render`)",
+            )
+        ]
+    missing, stale = missing_or_stale(hotline, folder)
+    problems = [
+        Problem(
+            catalog.display,
+            catalog.line_of(("prompts", sound.prompt)),
+            f"prompt {sound.prompt!r} is played but {SOUNDS}/{sound.name}.wav is not "
+            "rendered (run `ivr prompts render`)",
+        )
+        for sound in missing
+    ]
+    problems += [
+        Problem(
+            catalog.display,
+            catalog.line_of(("prompts", sound.prompt)),
+            f"{SOUNDS}/{sound.name}.wav was rendered from another text (run `ivr prompts render`)",
+            "warning",
+        )
+        for sound in stale
+    ]
     return problems
 
 

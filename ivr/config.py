@@ -91,14 +91,27 @@ class Document:
         return _child(node, loc[-1]) is not None
 
     def line_of(self, loc: tuple[Any, ...]) -> int:
+        """The line of the deepest part of ``loc`` the file holds: a key's own line."""
         node = self.node
         if node is None:
             return 1
+        line = node.start_mark.line + 1
         for part in loc:
-            child = _child(node, part)
-            if child is not None:
-                node = child
-        return node.start_mark.line + 1
+            found = _child_with_key(node, part)
+            if found is not None:
+                key, node = found
+                line = (key or node).start_mark.line + 1
+        return line
+
+
+def _child_with_key(node: yaml.Node, part: Any) -> tuple[yaml.Node | None, yaml.Node] | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if str(key_node.value) == str(part):
+                return key_node, value_node
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        return None, node.value[part]
+    return None
 
 
 def _child(node: yaml.Node, part: Any) -> yaml.Node | None:

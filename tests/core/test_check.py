@@ -245,3 +245,34 @@ def test_load_hotline_refuses_a_broken_folder_whole(config_copy: Path) -> None:
         load_hotline(config_copy)
     assert "unknown prompt 'nope'" in str(caught.value)
     assert all(p.line >= 1 and p.file for p in caught.value.problems)
+
+
+def test_prompt_played_but_not_rendered(config_copy: Path) -> None:
+    (config_copy / "prompts" / "sounds" / "transition_notice-12358.wav").unlink()
+    errors = errors_of(config_copy)
+    catalog = config_copy / "prompts" / "catalog.yaml"
+    assert any(
+        f"catalog.yaml:{line_of(catalog, 'transition_notice:')}:" in e
+        and "prompts/sounds/transition_notice-12358.wav is not rendered" in e
+        for e in errors
+    ), errors
+
+
+def test_nothing_rendered_is_one_clear_error(config_copy: Path) -> None:
+    import shutil
+
+    shutil.rmtree(config_copy / "prompts" / "sounds")
+    assert errors_of(config_copy) == [
+        f"{config_copy}/prompts/catalog.yaml:1: error: prompts are not rendered: "
+        "no prompts/sounds/ (run `ivr prompts render`)"
+    ]
+
+
+def test_changed_prompt_text_is_a_stale_render_warning(config_copy: Path) -> None:
+    edit(config_copy / "prompts" / "catalog.yaml", "感谢您的评价，再见。", "谢谢，再见。")
+    loaded = check_folder(config_copy)
+    assert loaded.hotline is not None
+    assert any(
+        "survey_thanks.wav was rendered from another text" in str(p) and p.severity == "warning"
+        for p in loaded.problems
+    )
