@@ -1,0 +1,319 @@
+"""FastAGI load generator: plays Asterisk against a FastAGI server.
+
+Each simulated call connects, sends an environment block, answers the server's
+five commands (ANSWER, SET VARIABLE x2, STREAM FILE, EXEC Dial) with
+`200 result=0`, and ends when the server closes. Two load shapes:
+
+- closed loop: N sessions back to back, each starting its next call when the
+  previous one ends, for D seconds (throughput at a fixed concurrency);
+- open loop: calls started at a fixed rate R for D seconds whether or not
+  earlier ones finished (how latency behaves under an offered load, which is
+  what Asterisk does).
+
+Compared in one run, each server in its own process so the generator (one
+core) and the server do not share a GIL:
+
+- ours: `ivr.agi.AgiServer` with a trivial handler sending the five commands;
+- asyncio: a minimal hand-written asyncio responder sending the same five.
+
+Usage: python bench/agi_load.py [--sessions 50] [--rate 500] [--duration 4]
+       [--servers ours,asyncio] [--server-log-level WARNING]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV = (
+    "".join(
+        f"{k}: {v}\n"
+        for k, v in {
+            "agi_network": "yes",
+            "agi_network_script": "bench",
+            "agi_request": "agi://127.0.0.1/bench",
+            "agi_channel": "PJSIP/trunk-00000001",
+            "agi_language": "en",
+            "agi_type": "PJSIP",
+            "agi_uniqueid": "1732612345.17",
+            "agi_version": "22.0.0",
+            "agi_callerid": "13912340000",
+            "agi_calleridname": "unknown",
+            "agi_dnid": "12345",
+            "agi_context": "from-trunk",
+            "agi_extension": "12345",
+            "agi_priority": "1",
+            "agi_enhanced": "0.0",
+            "agi_accountcode": "",
+        }.items()
+    )
+    + "\n"
+).encode()
+
+# What both servers send, byte for byte (what pyst2's methods produce).
+COMMANDS = [
+    b"ANSWER\n",
+    b'SET VARIABLE "ROUTE" "seats"\n',
+    b'SET VARIABLE "LANG" "zh"\n',
+    b'STREAM FILE welcome "" 0\n',
+    b'EXEC Dial "PJSIP/seat1,30"\n',
+]
+CALL_TIMEOUT = 5.0
+
+
+# --------------------------------------------------------------- servers
+
+
+def serve_ours(log_level: str) -> None:
+    try:
+        from ivr.agi import AgiServer, AgiSession
+    except ImportError:  # run from a checkout without the package installed
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from ivr.agi import AgiServer, AgiSession
+
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s %(message)s")
+
+    def bench(session: AgiSession) -> None:
+        session.answer()
+        session.set_variable("ROUTE", "seats")
+        session.set_variable("LANG", "zh")
+        session.stream_file("welcome")
+        session.appexec("Dial", "PJSIP/seat1,30")
+
+    server = AgiServer(("127.0.0.1", 0), {"bench": bench})
+    port = server.start()[1]
+    _announce_and_wait(port)
+    server.stop(grace=2.0)
+
+
+async def _minimal_responder(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while (line := await reader.readline()) not in (b"\n", b""):
+            pass
+        if line:
+            for command in COMMANDS:
+                writer.write(command)
+                if not (await reader.readline()).startswith(b"200"):
+                    break
+    finally:
+        writer.close()
+
+
+def serve_asyncio() -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(_minimal_responder, "127.0.0.1", 0, backlog=1024)
+        port = server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, _announce_and_wait, port)
+        server.close()
+
+    asyncio.run(main())
+
+
+def _announce_and_wait(port: int) -> None:
+    # The parent reads the port, and ends us by closing our stdin.
+    print(f"PORT {port}", flush=True)
+    sys.stdin.read()
+
+
+# ------------------------------------------------------------- generator
+
+
+@dataclass
+class Result:
+    latencies: list[float] = field(default_factory=list)
+    connect_waits: list[float] = field(default_factory=list)
+    failures: int = 0
+    elapsed: float = 0.0
+    started: int = 0
+
+
+async def one_call(port: int, result: Result, scheduled: float | None = None) -> None:
+    """One call; latency runs from `scheduled` when given (open loop), so a
+    generator that falls behind its schedule shows up in the figures instead
+    of hiding the queueing (coordinated omission)."""
+    start = time.perf_counter()
+    writer = None
+    try:
+        async with asyncio.timeout(CALL_TIMEOUT):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            result.connect_waits.append(time.perf_counter() - start)
+            writer.write(ENV)
+            commands = 0
+            while line := await reader.readline():
+                commands += 1
+                writer.write(
+                    b"200 result=0 endpos=8000\n"
+                    if line.startswith(b"STREAM")
+                    else b"200 result=0\n"
+                )
+        if commands != len(COMMANDS):
+            result.failures += 1
+            return
+        result.latencies.append(time.perf_counter() - (scheduled or start))
+    except (OSError, TimeoutError):
+        result.failures += 1
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def closed_loop(port: int, sessions: int, duration: float) -> Result:
+    result = Result()
+    end = time.perf_counter() + duration
+
+    async def worker() -> None:
+        while time.perf_counter() < end:
+            result.started += 1
+            await one_call(port, result)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(sessions)))
+    result.elapsed = time.perf_counter() - start
+    return result
+
+
+async def open_loop(port: int, rate: float, duration: float) -> Result:
+    result = Result()
+    tasks: set[asyncio.Task[None]] = set()
+    start = time.perf_counter()
+    total = int(rate * duration)
+    for i in range(total):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one_call(port, result, due))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        result.started += 1
+    if tasks:
+        await asyncio.wait(set(tasks))
+    result.elapsed = time.perf_counter() - start
+    return result
+
+
+# ---------------------------------------------------------------- driver
+
+
+def cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def spawn(kind: str, log_level: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", kind, "--server-log-level", log_level],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("PORT "):
+        proc.kill()
+        raise SystemExit(f"server {kind!r} did not start: {line!r}")
+    return proc, int(line.split()[1])
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(OSError):
+        assert proc.stdin is not None
+        proc.stdin.close()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def row(kind: str, mode: str, r: Result, cpu: float | None) -> str:
+    ok = len(r.latencies)
+    cpu_pct = f"{100 * cpu / r.elapsed:>8.0f}" if cpu is not None else f"{'?':>8}"
+    cpu_call = f"{1000 * cpu / ok:>11.3f}" if cpu is not None and ok else f"{'?':>11}"
+    p50, p99 = (1000 * percentile(r.latencies, q) for q in (0.5, 0.99))
+    conn_max = 1000 * max(r.connect_waits, default=float("nan"))
+    return (
+        f"{kind:<8} {mode:<16} {ok:>7} {ok / r.elapsed:>8.0f} {p50:>7.2f} {p99:>7.2f} "
+        f"{conn_max:>8.2f} {r.failures:>6} {cpu_pct} {cpu_call}"
+    )
+
+
+def measure(
+    kind: str, mode: str, proc: subprocess.Popen[str], load: Coroutine[Any, Any, Result]
+) -> None:
+    before = cpu_seconds(proc.pid)
+    result = asyncio.run(load)
+    after = cpu_seconds(proc.pid)
+    cpu = after - before if before is not None and after is not None else None
+    print(row(kind, mode, result, cpu), flush=True)
+    time.sleep(0.5)  # let the server drain before the next shape
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=50, help="closed-loop concurrency")
+    parser.add_argument("--rate", type=float, default=500.0, help="open-loop calls per second")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per measurement")
+    parser.add_argument("--servers", default="ours,asyncio", help="comma list: ours,asyncio")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds, servers alternating (a shared machine is noisy)",
+    )
+    parser.add_argument("--server-log-level", default="WARNING", help="logging level for ours")
+    parser.add_argument("--serve", choices=["ours", "asyncio"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.serve == "ours":
+        serve_ours(args.server_log_level)
+        return
+    if args.serve == "asyncio":
+        serve_asyncio()
+        return
+
+    print(
+        f"# FastAGI load on 127.0.0.1, 5 commands/call, {os.cpu_count()} CPUs, Python "
+        f"{sys.version.split()[0]}; closed loop {args.sessions} sessions, "
+        f"open loop {args.rate:g}/s; {args.duration:g} s each"
+    )
+    print(
+        f"{'server':<8} {'mode':<16} {'calls':>7} {'calls/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'conn max':>8} {'failed':>6} {'srv CPU%':>8} {'srv ms/call':>11}"
+    )
+    kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
+    for kind in kinds * args.repeat:
+        proc, port = spawn(kind, args.server_log_level)
+        try:
+            mode = f"closed N={args.sessions}"
+            measure(kind, mode, proc, closed_loop(port, args.sessions, args.duration))
+            mode = f"open R={args.rate:g}/s"
+            measure(kind, mode, proc, open_loop(port, args.rate, args.duration))
+        finally:
+            stop(proc)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,409 @@
+"""FastAGI server: accepts Asterisk's connections and runs one handler per call.
+
+Why threads (a `socketserver.TCPServer` whose sessions each run on a pooled
+worker thread) rather than asyncio: handlers are plain blocking code over
+pyst2's synchronous command set and the pure core, so an asyncio server would
+still need a thread per in-flight session to run the handler, and threads keep
+handler code free of `await`. bench/agi_load.py measures the cost: on the
+protocol alone a minimal asyncio responder is somewhat cheaper per call, but
+both sustain an order of magnitude more calls than Asterisk can drive over AGI.
+The accept loop only does cheap, non-blocking checks (allow-list, session
+bound) so a slow or hostile peer only ever costs its own thread, for a time
+bounded by `SessionLimits`.
+
+Routing follows wazo-agid's convention: `AGI(agi://host:port/<route>)` runs the
+handler registered under `<route>`, and a handler registered without a name is
+registered under its function name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import queue
+import socket
+import socketserver
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from ivr.agi.session import AgiSession, BadSession, CallerHungUp, SessionLimits, mask_text
+
+__all__ = ["AgiServer", "ErrorHook", "Handler", "ServerStats", "UnknownRoute"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AgiSession], object]
+ErrorHook = Callable[[AgiSession, Exception], object]
+H = TypeVar("H", bound=Handler)
+
+# Asterisk gives up a FastAGI connect after ~2 s while an overflowed SYN is
+# retried after 1 s then 3 s: a short listen queue turns a burst into failed
+# calls. The kernel further caps this at net.core.somaxconn.
+DEFAULT_BACKLOG = 1024
+
+
+class UnknownRoute(LookupError):
+    """No handler is registered for the session's agi_network_script."""
+
+    def __init__(self, route: str) -> None:
+        super().__init__(f"no AGI handler for route {route!r}")
+        self.route = route
+
+
+@dataclass(slots=True)
+class ServerStats:
+    """Counters since start; read a consistent copy with `AgiServer.stats()`."""
+
+    accepted: int = 0
+    rejected_host: int = 0
+    rejected_busy: int = 0
+    bad_sessions: int = 0
+    unknown_routes: int = 0
+    completed: int = 0
+    hangups: int = 0
+    handler_errors: int = 0
+    on_error_failures: int = 0
+
+
+class _Unused(socketserver.BaseRequestHandler):
+    """socketserver wants a handler class; `process_request` never uses it."""
+
+
+class AgiServer(socketserver.TCPServer):
+    """FastAGI server. Use `start()`/`stop()` (tests, CLI) or `serve_forever()`.
+
+    handlers: {route_name: callable(session)}; more via `register()`.
+    allowed_hosts: client IPs or networks ("127.0.0.1", "10.0.0.0/24"); any
+        other client is closed before a byte is read.
+    max_sessions: sessions in flight; a connection over the bound is closed
+        unanswered, so Asterisk's AGI() fails at once (AGISTATUS=FAILURE) and
+        the dialplan falls through instead of waiting.
+    on_error: called as on_error(session, exc) for every exception a handler
+        raises (including CallerHungUp: check `session.hung_up`) and with
+        UnknownRoute for an unregistered route; the session is still open.
+    """
+
+    allow_reuse_address = True
+    # A worker idle this long (seconds) exits; busy hours keep their threads.
+    worker_idle_exit = 60.0
+
+    def __init__(
+        self,
+        address: tuple[str, int] = ("127.0.0.1", 4573),
+        handlers: Mapping[str, Handler] | None = None,
+        *,
+        allowed_hosts: Iterable[str] = ("127.0.0.1",),
+        max_sessions: int = 1000,
+        limits: SessionLimits | None = None,
+        on_error: ErrorHook | None = None,
+        backlog: int = DEFAULT_BACKLOG,
+    ) -> None:
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
+        self.request_queue_size = backlog
+        self.handlers: dict[str, Handler] = {}
+        for name, fn in (handlers or {}).items():
+            self.register(fn, name=name)
+        self.allowed = tuple(ipaddress.ip_network(h, strict=False) for h in allowed_hosts)
+        self.max_sessions = max_sessions
+        self.limits = limits or SessionLimits()
+        self.on_error = on_error
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a session ended
+        self._inflight = 0  # accepted connections not yet closed (the bound)
+        self._active: set[AgiSession] = set()
+        self._stats = ServerStats()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._serving = False
+        self._cut = False  # past the shutdown grace: drop calls still queued
+        # Worker threads are reused across sessions: handing a connection to an
+        # idle worker through a queue costs far less than starting a thread
+        # (which also makes the accept loop wait until the new thread runs);
+        # measured here, ~0.2 ms of CPU per call, a quarter of the total.
+        self._work: queue.SimpleQueue[tuple[socket.socket, Any] | None] = queue.SimpleQueue()
+        self._idle_workers = 0  # idle and not yet promised a queued connection
+        self._workers = 0
+        super().__init__(address, _Unused)
+
+    # ------------------------------------------------------------ registry
+
+    def register(self, fn: H, *, name: str | None = None) -> H:
+        """Register `fn` for route `name` (default: fn.__name__); one handler
+        per route. Returns fn, so it also works as a decorator."""
+        route = name or fn.__name__
+        if route in self.handlers:
+            raise ValueError(f"an AGI handler is already registered for route {route!r}")
+        self.handlers[route] = fn
+        return fn
+
+    # ----------------------------------------------------------- lifecycle
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.socket.getsockname()[:2]
+        return host, port
+
+    def start(self) -> tuple[str, int]:
+        """Serve in a background thread; returns the bound (host, port)."""
+        if self._thread is not None:
+            raise RuntimeError("server already started")
+        self._thread = threading.Thread(target=self.serve_forever, name="agi-accept", daemon=True)
+        self._thread.start()
+        log.info("agi server listening on %s:%d", *self.address)
+        return self.address
+
+    def serve_forever(self, poll_interval: float = 0.1) -> None:
+        """Accept until stop(); poll_interval bounds how long stop() waits."""
+        self._serving = True
+        try:
+            super().serve_forever(poll_interval)
+        finally:
+            self._serving = False
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting, let sessions in flight finish for up to `grace`
+        seconds, then cut the rest (their handlers see CallerHungUp).
+
+        Call it from another thread than the one running serve_forever() (a
+        signal handler on the thread inside serve_forever() would deadlock:
+        use start() and wait for the signal on the main thread instead)."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+        if self._serving:
+            self.shutdown()
+        if self._thread is not None:
+            self._thread.join()
+        self.server_close()  # new connects are refused: Asterisk falls through
+        if not self._wait_drained(grace):
+            with self._lock:
+                self._cut = True
+                leftover = list(self._active)
+            for session in leftover:
+                log.warning(
+                    "agi session cut at shutdown peer=%s route=%s",
+                    session.peer,
+                    session.script or "?",
+                )
+                session.abort()
+            self._wait_drained(2.0)
+        with self._lock:
+            workers = self._workers
+        for _ in range(workers):
+            self._work.put(None)
+        log.info("agi server stopped")
+
+    def _wait_drained(self, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        with self._changed:
+            while self._inflight and (left := end - time.monotonic()) > 0:
+                self._changed.wait(left)
+            return self._inflight == 0
+
+    def __enter__(self) -> AgiServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stats(self) -> ServerStats:
+        with self._lock:
+            return replace(self._stats)
+
+    @property
+    def active_sessions(self) -> int:
+        """Connections accepted and not yet closed (what max_sessions bounds)."""
+        with self._lock:
+            return self._inflight
+
+    # ------------------------------------------- socketserver's hooks (accept thread)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        # Runs in the accept loop: nothing here may block.
+        host = client_address[0]
+        if not self._host_allowed(host):
+            self._count("rejected_host")
+            log.warning(
+                "agi connection closed peer=%s:%s reason=host not allowed", host, client_address[1]
+            )
+            return False
+        with self._lock:
+            busy = self._inflight >= self.max_sessions
+            if not busy:
+                self._inflight += 1
+        if busy:
+            self._count("rejected_busy")
+            log.warning(
+                "agi connection closed peer=%s:%s reason=over capacity (%d sessions)",
+                host,
+                client_address[1],
+                self.max_sessions,
+            )
+            return False
+        return True
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # verify_request counted this call in flight: from here every path must
+        # count it out. Everything else (socket options, session setup) runs
+        # in a worker: the accept loop is the one serial step of the server.
+        with self._lock:
+            spawn = self._idle_workers == 0
+            if spawn:
+                self._workers += 1
+            else:
+                self._idle_workers -= 1  # promised: an idle worker takes this call
+        try:
+            if spawn:
+                threading.Thread(target=self._worker, name="agi-worker", daemon=True).start()
+        except RuntimeError as exc:  # cannot start a thread: shed this call
+            with self._lock:
+                self._workers -= 1
+            log.error(
+                "agi connection closed peer=%s:%s reason=cannot serve (%s)",
+                *client_address[:2],
+                exc,
+            )
+            request.close()
+            self._count_out(None)
+            return
+        self._work.put((request, client_address))
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver's default prints to stderr.
+        log.exception("agi accept loop error peer=%s", client_address)
+
+    # ---------------------------------------------------- one session (its thread)
+
+    def _worker(self) -> None:
+        while True:
+            try:
+                item = self._work.get(timeout=self.worker_idle_exit)
+            except queue.Empty:
+                with self._lock:  # idle for long: leave, unless promised a call
+                    if self._idle_workers == 0:
+                        continue
+                    self._idle_workers -= 1
+                    self._workers -= 1
+                return
+            if item is None:  # stop()
+                with self._lock:
+                    self._workers -= 1
+                return
+            self._run_session(*item)
+            with self._lock:
+                self._idle_workers += 1
+
+    def _run_session(self, sock: socket.socket, client_address: Any) -> None:
+        session: AgiSession | None = None
+        try:
+            if self._cut:  # queued when shutdown's grace ran out
+                return
+            with contextlib.suppress(OSError):  # one small write per command: no Nagle delay
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            session = AgiSession(sock, self.limits, peer=f"{client_address[0]}:{client_address[1]}")
+            with self._lock:
+                self._active.add(session)
+                self._stats.accepted += 1
+            self._serve(session)
+        except OSError as exc:  # the peer vanished between accept and setup
+            log.warning("agi session closed peer=%s:%s reason=%s", *client_address[:2], exc)
+        except Exception:  # last line of defence: never reaches other sessions
+            log.exception("agi session failed peer=%s:%s", *client_address[:2])
+        finally:
+            if session is None:
+                sock.close()
+            else:
+                session.close()
+            self._count_out(session)
+
+    def _count_out(self, session: AgiSession | None) -> None:
+        with self._changed:
+            self._inflight -= 1
+            if session is not None:
+                self._active.discard(session)
+            self._changed.notify_all()
+
+    def _serve(self, session: AgiSession) -> None:
+        try:
+            session.read_env()
+        except BadSession as exc:
+            self._bad(session, exc.reason)
+            return
+        route = session.script
+        handler = self.handlers.get(route)
+        if handler is None:
+            self._bad(session, f"unknown route {route!r}", counter="unknown_routes")
+            self._call_on_error(session, UnknownRoute(route))
+            return
+        try:
+            handler(session)
+        except CallerHungUp as exc:
+            self._count("hangups")
+            self._done(session, "hangup", exc)
+            self._call_on_error(session, exc)
+        except BadSession as exc:  # Asterisk stopped making sense mid-call
+            self._bad(session, f"{exc.reason} (route {route!r})")
+            self._call_on_error(session, exc)
+        except Exception as exc:
+            self._count("handler_errors")
+            # Formatted by hand so that numbers in the traceback get masked.
+            log.error(
+                "agi handler %r raised peer=%s uniqueid=%s\n%s",
+                route,
+                session.peer,
+                session.uniqueid,
+                mask_text("".join(traceback.format_exception(exc))),
+            )
+            self._done(session, f"error {type(exc).__name__}", exc)
+            self._call_on_error(session, exc)
+        else:
+            self._count("completed")
+            self._done(session, "ok", None)
+
+    def _call_on_error(self, session: AgiSession, exc: Exception) -> None:
+        if self.on_error is None:
+            return
+        try:
+            self.on_error(session, exc)
+        except CallerHungUp:
+            pass  # the fallback found the caller gone: nothing left to do
+        except Exception:
+            self._count("on_error_failures")
+            log.exception(
+                "agi on_error hook raised peer=%s uniqueid=%s", session.peer, session.uniqueid
+            )
+
+    # ------------------------------------------------------------- helpers
+
+    def _host_allowed(self, host: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.allowed)
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            setattr(self._stats, name, getattr(self._stats, name) + 1)
+
+    def _bad(self, session: AgiSession, reason: str, counter: str = "bad_sessions") -> None:
+        # The one log line for a session closed as bad.
+        self._count(counter)
+        log.warning("agi session closed peer=%s reason=%s", session.peer, reason)
+
+    def _done(self, session: AgiSession, outcome: str, exc: BaseException | None) -> None:
+        log.info(
+            "agi session done route=%s uniqueid=%s outcome=%s elapsed=%.3fs%s",
+            session.script,
+            session.uniqueid,
+            outcome,
+            session.elapsed,
+            f" detail={mask_text(str(exc))}" if exc is not None else "",
+        )

@@ -1,0 +1,484 @@
+"""One FastAGI session over one accepted socket.
+
+pyst2's `asterisk.agi.AGI` keeps the AGI command set (answer, stream_file,
+get_data, set_variable, appexec, ...) and its result shapes; this module
+replaces everything that touches I/O, because pyst2's own I/O is unusable in a
+threaded FastAGI server on Python 3: its __init__ installs a SIGHUP handler
+(only allowed in the main thread) and reads sys.stdin, it writes every command
+and result unmasked to stderr, and it neither expects Asterisk's `HANGUP` line
+nor bounds a read in time or size.
+
+Every read here has a deadline (per line and per session) and a size limit, so
+a misbehaving peer costs one thread for a bounded time and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from asterisk.agi import (
+    AGI,
+    AGIAppError,
+    AGIException,
+    AGIInvalidCommand,
+    AGIUnknownError,
+    AGIUsageError,
+    re_code,
+    re_kv,
+)
+
+from ivr.core.privacy import mask_number
+
+__all__ = [
+    "AgiSession",
+    "BadSession",
+    "CallerHungUp",
+    "InvalidCommand",
+    "SessionLimits",
+    "SessionTimeout",
+    "UsageError",
+    "mask_text",
+]
+
+log = logging.getLogger(__name__)
+
+ResultDict = dict[str, tuple[str, str]]
+
+_ENV_LINE = re.compile(r"(agi_[A-Za-z0-9_]+):[ \t]?(.*)")
+# Digit runs long enough to be a phone number. Runs glued to a '.' followed by
+# digits (uniqueids like 1732612345.17, IP addresses) stay readable because logs
+# need them to follow a call.
+_LONG_DIGITS = re.compile(r"(?<![\d.])\+?\d{6,}(?!\d|\.\d)")
+
+
+def mask_text(text: str) -> str:
+    """Mask every phone-number-like digit run in a log string."""
+    return _LONG_DIGITS.sub(lambda m: mask_number(m.group(0)), text)
+
+
+class CallerHungUp(AGIException):
+    """The caller is gone: Asterisk sent `HANGUP`, answered 511 (dead channel),
+    or closed/reset the socket.
+
+    Deliberately not an `AGIError`: a handler that catches `AGIError` (say, to
+    carry on after a missing prompt) must not swallow the end of the call.
+    """
+
+
+class BadSession(AGIException):
+    """The peer does not speak FastAGI within our limits (garbage or empty
+    environment, an over-long line, too many lines, an unparsable response)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SessionTimeout(BadSession):
+    """A read outlived its idle timeout or the session's total deadline."""
+
+
+class InvalidCommand(AGIInvalidCommand):
+    """Asterisk answered 510: it does not know the command we sent."""
+
+    def __init__(self, command: str, response: str) -> None:
+        super().__init__(f"Asterisk rejected {_show(command)} as invalid: 510 {response}")
+        self.command = command
+        self.response = response
+
+
+class UsageError(AGIUsageError):
+    """Asterisk answered 520: the command exists but its arguments are wrong."""
+
+    def __init__(self, command: str, usage: str) -> None:
+        super().__init__(f"Asterisk rejected the syntax of {_show(command)}:\n{usage}")
+        self.command = command
+        self.usage = usage
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """Bounds on what one peer may cost us. Times are seconds."""
+
+    max_line: int = 4096
+    # Asterisk sends ~20 environment lines plus one per AGI() argument.
+    max_env_lines: int = 256
+    # Asterisk writes the whole environment right after connecting, so a peer
+    # that is silent for this long is not Asterisk.
+    env_timeout: float = 2.0
+    # Waiting for a command's result also waits for the prompt or digits the
+    # command plays or collects; long blockers (Dial) use `command_timeout`.
+    result_timeout: float = 60.0
+    send_timeout: float = 5.0
+    # Hard cap on the whole session, whatever the per-read timeouts say.
+    session_deadline: float = 900.0
+    # `100 Trying` lines tolerated before the final answer to one command.
+    max_intermediate: int = 32
+
+
+class _NullStream:
+    """Stands in for pyst2's stdin/stdout/stderr so that no inherited code path
+    can reach the process's real standard streams."""
+
+    def write(self, _data: Any) -> int:
+        return 0
+
+    def flush(self) -> None:
+        return None
+
+    def readline(self) -> str:
+        raise BadSession("pyst2 tried to read its own stdin")
+
+
+_NULL = _NullStream()
+
+
+class AgiSession(AGI):
+    """pyst2's AGI command set bound to one FastAGI socket.
+
+    Construction does no I/O; call `read_env()` once, then the inherited command
+    methods (`answer()`, `stream_file()`, `get_data()`, `set_variable()`,
+    `appexec()`, ...) or `execute()` directly.
+
+    Raises, beyond pyst2's own `AGIAppError` (result=-1, e.g. a missing sound)
+    and `AGIUnknownError`: `CallerHungUp`, `BadSession`, `SessionTimeout`,
+    `InvalidCommand` (510) and `UsageError` (520).
+    """
+
+    # pyst2.AGI.__init__ is deliberately not called (SIGHUP handler, stdin).
+    def __init__(
+        self,
+        sock: socket.socket,
+        limits: SessionLimits | None = None,
+        *,
+        peer: str | None = None,
+    ) -> None:
+        self.limits = limits or SessionLimits()
+        self.sock = sock
+        self.peer = peer or _peer_of(sock)
+        self.env: dict[str, str] = {}
+        self.stdin = self.stdout = self.stderr = _NULL
+        self._got_sighup = False
+        self._buf = bytearray()
+        self._started = time.monotonic()
+        self._deadline = self._started + self.limits.session_deadline
+        self._result_timeout = self.limits.result_timeout
+        self._hung_up = False
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._debug = log.isEnabledFor(logging.DEBUG)
+        # Timeouts are kernel-side (SO_RCVTIMEO/SO_SNDTIMEO on a blocking
+        # socket), re-armed only when a deadline needs it: Python's own
+        # settimeout() costs an ioctl per call plus a poll() before every
+        # recv/send (about 0.1 ms of server CPU per call, measured here).
+        sock.settimeout(None)
+        self._rcvtimeo = 0.0
+        self._sndtimeo = self._set_kernel_timeout(socket.SO_SNDTIMEO, self.limits.send_timeout)
+
+    # ----------------------------------------------------------------- facts
+
+    @property
+    def script(self) -> str:
+        """The route name: the path of `agi://host:port/<route>`."""
+        return self.env.get("agi_network_script", "").strip("/")
+
+    @property
+    def uniqueid(self) -> str:
+        return self.env.get("agi_uniqueid", "")
+
+    @property
+    def args(self) -> list[str]:
+        """The AGI() application's extra arguments (agi_arg_1, agi_arg_2, ...)."""
+        out: list[str] = []
+        while f"agi_arg_{len(out) + 1}" in self.env:
+            out.append(self.env[f"agi_arg_{len(out) + 1}"])
+        return out
+
+    @property
+    def hung_up(self) -> bool:
+        return self._hung_up
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
+
+    # ------------------------------------------------------------ lifecycle
+
+    def read_env(self) -> dict[str, str]:
+        """Read the `agi_*: value` block up to its blank line.
+
+        Raises BadSession (garbage, empty, too long, closed early) or
+        SessionTimeout (silent peer).
+        """
+        lines = 0
+        while True:
+            try:
+                line = self._read_line(self.limits.env_timeout)
+            except CallerHungUp:
+                raise BadSession(f"connection closed after {lines} environment lines") from None
+            if line == "":
+                break
+            lines += 1
+            if lines > self.limits.max_env_lines:
+                raise BadSession(f"more than {self.limits.max_env_lines} environment lines")
+            m = _ENV_LINE.fullmatch(line)
+            if m is None:
+                raise BadSession(f"not an AGI environment line: {_preview(line)}")
+            self.env[m.group(1)] = m.group(2).strip()
+        if not self.env:
+            raise BadSession("empty environment")
+        if self._debug:
+            log.debug(
+                "agi env peer=%s %s",
+                self.peer,
+                mask_text(" ".join(f"{k}={v!r}" for k, v in self.env.items())),
+            )
+        return self.env
+
+    def close(self) -> None:
+        """Close the socket; Asterisk then continues the dialplan. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                self.sock.close()
+
+    def abort(self) -> None:
+        """Cut the connection from another thread (shutdown): the owner's
+        pending read or write fails at once instead of waiting its timeout."""
+        # Under the lock so that a concurrent close() cannot hand the file
+        # descriptor number to another connection in between.
+        with self._close_lock:
+            if not self._closed:
+                with contextlib.suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_RDWR)
+
+    @contextlib.contextmanager
+    def command_timeout(self, seconds: float) -> Iterator[None]:
+        """Allow commands in this block to take up to `seconds` for a result,
+        e.g. `EXEC Queue`/`EXEC Dial`, which return only when the conversation
+        ends.
+
+        The session deadline guards against peers, not against the handler's
+        own deliberate waits: inside the block it is pushed out to cover
+        `seconds`, and after it the session has at least a fresh
+        `session_deadline` for what follows (reading the dial status, ...).
+        """
+        before = self._result_timeout
+        self._result_timeout = seconds
+        self._deadline = max(self._deadline, time.monotonic() + seconds)
+        try:
+            yield
+        finally:
+            self._result_timeout = before
+            self._deadline = max(self._deadline, time.monotonic() + self.limits.session_deadline)
+
+    # --------------------------------------------- pyst2's I/O, replaced
+
+    def _quote(self, string: Any) -> str:
+        # pyst2 neither escapes quotes nor refuses newlines; both would let a
+        # value (caller input, a directory entry) end the command and inject
+        # another. Asterisk's argument parser honours backslash escapes.
+        text = "" if string is None else str(string)
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+        text = text.replace("\r", " ").replace("\n", " ")
+        return f'"{text}"'
+
+    def test_hangup(self) -> None:
+        if self._hung_up:
+            raise CallerHungUp("caller already hung up")
+
+    def execute(self, command: str, *args: Any) -> ResultDict:
+        """Send one command and return pyst2's result dict
+        (`{'result': (value, data), 'endpos': (...), ...}`)."""
+        self.test_hangup()
+        line = self.send_command(command, *args)
+        return self._read_result(line)
+
+    def send_command(self, command: str, *args: Any) -> str:
+        line = " ".join([command.strip(), *map(str, args)]).strip()
+        if "\n" in line or "\r" in line:
+            raise ValueError("an AGI command must be a single line")
+        if self._debug:
+            log.debug("agi >> %s %s", self.uniqueid, mask_text(line))
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise SessionTimeout(f"session deadline passed before sending {_show(line)}")
+        try:
+            if remaining < self._sndtimeo:
+                self._sndtimeo = self._set_kernel_timeout(socket.SO_SNDTIMEO, remaining)
+            self.sock.sendall(line.encode("utf-8") + b"\n")
+        except BlockingIOError:  # SO_SNDTIMEO expired
+            raise SessionTimeout(f"peer not reading; could not send {_show(line)}") from None
+        except OSError as exc:  # EPIPE, ECONNRESET, socket shut down
+            self._hung_up = True
+            raise CallerHungUp(f"connection lost while sending: {exc}") from None
+        return line
+
+    def get_result(self, stdin: Any = None) -> ResultDict:
+        """pyst2 API compatibility: read one result without a known command."""
+        return self._read_result("")
+
+    def _read_result(self, command: str) -> ResultDict:
+        for _ in range(self.limits.max_intermediate + 1):
+            line = self._read_line(self._result_timeout)
+            if self._debug:
+                log.debug("agi << %s %s", self.uniqueid, mask_text(line))
+            if line == "HANGUP":
+                self._hung_up = True
+                raise CallerHungUp(f"Asterisk sent HANGUP (awaiting {_show(command)})")
+            m = re_code.match(line)
+            if m is None or not m.group(1):
+                raise BadSession(f"unparsable AGI response: {_preview(line)}")
+            code, response = int(m.group(1)), m.group(2)
+            if code == 100:  # `100 result=0 Trying...`: the final answer follows
+                continue
+            if code == 200:
+                return self._parse_200(command, response)
+            if code == 510:
+                raise InvalidCommand(command, response)
+            if code == 511:  # "Command Not Permitted on a dead channel"
+                self._hung_up = True
+                raise CallerHungUp(f"channel is dead (511 for {_show(command)})")
+            if code == 520:
+                raise UsageError(command, self._read_usage(line))
+            raise AGIUnknownError(
+                code, f"unhandled AGI response to {_show(command)}: {_show(line)}"
+            )
+        raise BadSession(f"more than {self.limits.max_intermediate} intermediate responses")
+
+    def _parse_200(self, command: str, response: str) -> ResultDict:
+        result: ResultDict = {"result": ("", "")}
+        for key, value, data in re_kv.findall(response):
+            result[key] = (value, data)
+        value, data = result["result"]
+        if value == "-1":
+            # Both a failed application (missing sound file) and a hangup give
+            # -1; Asterisk follows a hangup with a HANGUP line, so look for one
+            # already on the wire before calling it an application error.
+            if data == "hangup" or self._hangup_pending():
+                self._hung_up = True
+                raise CallerHungUp(f"caller hung up during {_show(command)}")
+            raise AGIAppError(f"{_show(command)} failed (result=-1)")
+        return result
+
+    def _read_usage(self, first: str) -> str:
+        usage = [first]
+        if first.startswith("520-"):  # multi-line usage ends with "520 ..."
+            while True:
+                line = self._read_line(self.limits.env_timeout)
+                usage.append(line)
+                if line.startswith("520"):
+                    break
+                if len(usage) > self.limits.max_env_lines:
+                    raise BadSession("520 usage text too long")
+        return "\n".join(usage)
+
+    def _hangup_pending(self) -> bool:
+        if not self._buf:
+            try:
+                data = self.sock.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False  # nothing on the wire yet: a plain application error
+            except OSError:
+                return True
+            if not data:
+                return True
+            self._buf += data
+        if self._buf.startswith(b"HANGUP"):
+            del self._buf[: self._buf.find(b"\n") + 1 or len(self._buf)]
+            return True
+        return False
+
+    def _set_kernel_timeout(self, option: int, seconds: float) -> float:
+        # A timeout of 0 means "never" to the kernel: keep at least 1 ms.
+        usec = max(1000, int(seconds * 1_000_000))
+        self.sock.setsockopt(
+            socket.SOL_SOCKET, option, _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000)
+        )
+        return usec / 1_000_000
+
+    def _read_line(self, timeout: float) -> str:
+        """One line without its end-of-line, within `timeout` seconds (and the
+        session deadline) and `max_line` bytes."""
+        idx = self._buf.find(b"\n")
+        if idx < 0:
+            idx = self._receive_line(timeout)
+        if idx > self.limits.max_line:
+            raise BadSession(f"line longer than {self.limits.max_line} bytes")
+        raw = bytes(self._buf[:idx])
+        del self._buf[: idx + 1]
+        return raw.decode("utf-8", errors="replace").rstrip("\r")
+
+    def _receive_line(self, timeout: float) -> int:
+        """Receive until the buffer holds a newline; return its index."""
+        now = time.monotonic()
+        deadline = min(now + timeout, self._deadline)
+        while True:
+            if len(self._buf) > self.limits.max_line:
+                raise BadSession(f"line longer than {self.limits.max_line} bytes")
+            remaining = deadline - now
+            if remaining <= 0:
+                raise SessionTimeout(
+                    "session deadline passed"
+                    if deadline >= self._deadline
+                    else f"peer silent for {timeout:g} s"
+                )
+            try:
+                # Re-arm only when the armed timeout would overshoot this
+                # read's deadline by more than 50 ms or is far too short.
+                if not remaining * 0.5 <= self._rcvtimeo <= remaining + 0.05:
+                    self._rcvtimeo = self._set_kernel_timeout(socket.SO_RCVTIMEO, remaining)
+                data = self.sock.recv(65536)
+            except BlockingIOError:  # SO_RCVTIMEO expired
+                now = time.monotonic()
+                continue
+            except OSError as exc:
+                self._hung_up = True
+                raise CallerHungUp(f"connection lost: {exc}") from None
+            if not data:
+                self._hung_up = True
+                raise CallerHungUp("connection closed by Asterisk")
+            scanned = len(self._buf)
+            self._buf += data
+            idx = self._buf.find(b"\n", scanned)
+            if idx >= 0:
+                return idx
+            now = time.monotonic()
+
+
+_TIMEVAL = struct.Struct("@ll")  # struct timeval {time_t tv_sec; suseconds_t tv_usec}
+
+
+def _peer_of(sock: socket.socket) -> str:
+    try:
+        name = sock.getpeername()
+    except OSError:
+        return "?"
+    if isinstance(name, tuple):
+        return f"{name[0]}:{name[1]}"
+    return str(name) or "local"
+
+
+def _show(command: str) -> str:
+    """A command or response as exception messages quote it: masked, since
+    those messages end up in logs."""
+    return repr(mask_text(command))
+
+
+def _preview(line: str, limit: int = 60) -> str:
+    """A short, masked excerpt of a bad line for the log."""
+    text = line if len(line) <= limit else line[:limit] + "..."
+    return repr(mask_text(text))
