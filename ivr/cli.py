@@ -73,6 +73,59 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("-v", "--verbose", action="store_true", help="print every case")
     test.set_defaults(handler=cmd_test)
 
+    serve = sub.add_parser("serve", help="run the FastAGI controller (SIGHUP reloads)")
+    _config_option(serve)
+    serve.add_argument(
+        "--agi", metavar="HOST:PORT", help="FastAGI listener (default from config/controller.yaml)"
+    )
+    serve.add_argument(
+        "--pretend-now",
+        metavar="ISO-DATETIME",
+        help="run the clock from this moment (for the lab; never in production)",
+    )
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.set_defaults(handler=cmd_serve)
+
+    glue = sub.add_parser(
+        "asterisk-glue", help="write the Asterisk extensions.conf and queues.conf glue"
+    )
+    _config_option(glue)
+    glue.add_argument(
+        "--agi-url",
+        default="agi://127.0.0.1:4573",
+        help="where Asterisk finds the controller (hagi:// for SRV fail-over)",
+    )
+    glue.add_argument(
+        "--out", type=Path, help="folder to write into (default: print extensions.conf)"
+    )
+    glue.set_defaults(handler=cmd_glue)
+
+    lab = sub.add_parser("lab", help="a real Asterisk with the controller, for trying changes")
+    lab.add_argument("action", choices=["up", "down", "status"])
+    _config_option(lab)
+    lab.add_argument("--json", action="store_true", help="status as one JSON object")
+    lab.add_argument(
+        "--pretend-now",
+        metavar="ISO-DATETIME",
+        help="the controller's clock starts at this moment (e.g. inside a "
+        "retired line's transition window)",
+    )
+    lab.set_defaults(handler=cmd_lab)
+
+    prompts = sub.add_parser("prompts", help="the prompt catalog's audio")
+    prompts_sub = prompts.add_subparsers(dest="prompts_command", required=True)
+    render = prompts_sub.add_parser(
+        "render", help="render placeholder audio (espeak-ng, sox) for every prompt played"
+    )
+    render.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="folder holding config/, dialplans/, prompts/ (default: bundled)",
+    )
+    render.add_argument("--force", action="store_true", help="render every file again")
+    render.set_defaults(handler=cmd_render)
+
     schema = sub.add_parser("schema", help="print the JSON Schema of dialplan files")
     schema.add_argument(
         "--write",
@@ -187,6 +240,109 @@ def cmd_test(args: argparse.Namespace) -> int:
         + (f", {len(problems)} case file error(s)" if problems else "")
     )
     return 0 if failed == 0 and not problems else 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from ivr.serve import Controller, run
+    from ivr.settings import host_port, load_settings
+
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    root = args.config or default_root()
+    settings = load_settings(root)
+    try:
+        address = host_port(args.agi) if args.agi else None
+    except ValueError:
+        print(f"--agi: expected HOST:PORT, got {args.agi!r}", file=sys.stderr)
+        return 2
+    try:
+        pretend = parse_when(args.pretend_now) if args.pretend_now else None
+    except ValueError as exc:
+        print(f"--pretend-now: {exc}", file=sys.stderr)
+        return 2
+    if pretend:
+        logging.getLogger("ivr").warning("the clock pretends it is %s", pretend.isoformat())
+    controller = Controller(root, settings, agi_address=address, pretend_now=pretend)
+    run(controller)
+    return 0
+
+
+def cmd_glue(args: argparse.Namespace) -> int:
+    from ivr.agi.glue import extensions_conf, queues_conf
+
+    hotline = _load(args.config)
+    extensions = extensions_conf(hotline, args.agi_url)
+    if args.out is None:
+        sys.stdout.write(extensions)
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "extensions.conf").write_text(extensions, encoding="utf-8")
+    (args.out / "queues.conf").write_text(queues_conf(hotline), encoding="utf-8")
+    print(f"wrote {args.out / 'extensions.conf'} and {args.out / 'queues.conf'}")
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from ivr.lab.hotline import HotlineLab
+    from ivr.lab.lab import LabError
+
+    root = (args.config or default_root()).resolve()
+    hotline_lab = HotlineLab.create(root, pretend_now=args.pretend_now)
+    try:
+        if args.action == "up":
+            provision = Path(__file__).resolve().parents[1] / "scripts" / "provision-lab"
+            if provision.exists():
+                subprocess.run([str(provision), str(hotline_lab.root)], check=True)
+            hotline_lab.up()
+            print(
+                f"lab up: SIP on 127.0.0.1:5060 (call from 127.0.0.1 for Fuzhou's trunk, "
+                f"127.0.0.6 for Pingtan's, 127.0.0.7 for Ningde's), controller on "
+                f"127.0.0.1:{hotline_lab.agi_port}; "
+                f"`ivr lab status` shows where calls landed"
+            )
+            return 0
+        if args.action == "down":
+            hotline_lab.down()
+            print("lab down")
+            return 0
+        status = hotline_lab.status()
+    except (LabError, subprocess.CalledProcessError) as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status, ensure_ascii=False, indent=2))
+    else:
+        print(
+            f"root {status['root']}  SIP {status['sip']}  controller "
+            f"{'running' if status['controller']['running'] else 'stopped'}"
+        )
+        for call in status["landed"]:
+            print(f"  {call['answerer']:<8} <- {call['request_user']} (from {call['from']})")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from ivr.config import load_folder
+    from ivr.render import SOUNDS, render
+
+    root = args.config or default_root()
+    loaded = load_folder(root)  # rendering comes before the check that wants it
+    if loaded.hotline is None:
+        for problem in loaded.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    try:
+        written = render(loaded.hotline, root / SOUNDS, force=args.force)
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{root / SOUNDS}: {written} file(s) rendered")
+    return 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

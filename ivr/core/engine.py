@@ -207,6 +207,17 @@ class CallSession:
             state.end = {"kind": "hangup", "id": "caller_hung_up"}
         self._finish(None)
 
+    def handed_to_switch(self, reason: str) -> None:
+        """A front-end gave up on the call (a failure of ours): the switch itself puts
+        the caller through to the region's 12345 seats. Record that and end."""
+        state = self.state
+        if state.done:
+            return
+        seats = self.hotline.directory.regions[self.route.region].seats
+        state.fallbacks.append({"from": state.step or "start", "reason": reason, "to": "@seats"})
+        state.end = {"kind": "seats", "id": seats}
+        self._finish(None)
+
     def summary(self) -> dict[str, Any]:
         """Where the call went: the shape `ivr simulate --json` prints."""
         state = self.state

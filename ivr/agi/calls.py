@@ -1,0 +1,277 @@
+"""The FastAGI routes: each carries the routing core's instructions out on a channel.
+
+One handler per route, named as the route (``AGI(agi://host/incoming_call)``). A
+handler asks the engine for the next instruction, does it with as few AGI commands as
+it can (every round trip costs Asterisk CPU), and resumes the engine with the result.
+The engine decides; this module only speaks AGI.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from asterisk.agi import AGIAppError
+
+from ivr.agi import variables as var
+from ivr.agi.session import AgiSession, BadSession, CallerHungUp
+from ivr.core.clock import SHANGHAI
+from ivr.core.engine import (
+    AnswerCall,
+    CallSession,
+    CollectDigits,
+    Connect,
+    ConnectResult,
+    HangUp,
+    Instruction,
+    PlayPrompt,
+)
+from ivr.core.privacy import mask_number
+from ivr.core.routing import Call, Hotline, Route
+
+log = logging.getLogger(__name__)
+
+# QUEUESTATUS values that mean nobody could take the call, as opposed to a timeout.
+_QUEUE_NO_MEMBERS = {"FULL", "JOINEMPTY", "LEAVEEMPTY", "JOINUNAVAIL", "LEAVEUNAVAIL"}
+_DIAL_OUTCOME = {"ANSWER": "answered", "NOANSWER": "noanswer", "BUSY": "busy"}
+# How long a connect with no ring timeout may block before we stop waiting on it.
+_NO_TIMEOUT_CAP = 4 * 3600.0
+
+
+class EventSink(Protocol):
+    """Where a call's events go (the platform publisher, or nothing)."""
+
+    def call_events(self, call: CallInfo, events: list[dict[str, Any]]) -> None: ...
+
+
+class NoEvents:
+    def call_events(self, call: CallInfo, events: list[dict[str, Any]]) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """What every event of one call carries."""
+
+    call_id: str
+    caller: str | None
+    route: Route
+    front_end: str = "asterisk"
+
+
+@dataclass(frozen=True)
+class AsteriskSettings:
+    """How the controller names things on the Asterisk side."""
+
+    sounds_prefix: str = "ivr"  # STREAM FILE ivr/<prompt>[-<line>]
+    dial_template: str = "Local/{number}@ivr-outbound"
+    queue_options: str = "c"  # c: carry on (to the survey) when the seat hangs up
+    dial_options: str = "g"  # g: carry on when the called side hangs up
+
+
+@dataclass
+class CallController:
+    """The FastAGI routes, over a Hotline that may be swapped whole on reload."""
+
+    hotline_source: Callable[[], Hotline]
+    settings: AsteriskSettings = field(default_factory=AsteriskSettings)
+    events: EventSink = field(default_factory=NoEvents)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(SHANGHAI))
+
+    def routes(self) -> dict[str, Callable[[AgiSession], None]]:
+        return {"incoming_call": self.incoming_call}
+
+    # -- route: incoming_call ------------------------------------------------------
+
+    def incoming_call(self, agi: AgiSession) -> None:
+        """A call for 12345, a legacy number or a DID: walk it through its flows."""
+        hotline = self.hotline_source()  # one configuration for the whole call
+        env = agi.env
+        args = agi.args
+        call = Call(
+            dialed=env.get("agi_dnid")
+            if env.get("agi_dnid") not in (None, "", "unknown")
+            else env.get("agi_extension", ""),
+            now=self.clock(),
+            caller=env.get("agi_callerid") or None,
+            trunk=args[0] if args and args[0] else None,
+            region=args[1] if len(args) > 1 and args[1] else None,
+            call_id=agi.uniqueid,
+        )
+        route = hotline.route(call)
+        info = CallInfo(call.call_id, call.caller, route)
+        log.info(
+            "call %s to %s from %s: %s in %s (%s)",
+            call.call_id,
+            call.dialed,
+            mask_number(call.caller),
+            route.mode.value,
+            route.region,
+            route.region_source,
+        )
+        session, instruction = CallSession.start(hotline, route)
+        channel = _Channel(agi, hotline, route, self.settings)
+        try:
+            channel.announce(args[2] if len(args) > 2 else "")
+            self._walk(channel, session, instruction, info)
+        except (CallerHungUp, BadSession):
+            raise
+        except Exception:
+            # Any failure of ours: the glue queues the caller to the region's 12345 seats.
+            log.exception(
+                "call %s: controller failed; handing the caller to the seats", call.call_id
+            )
+            session.handed_to_switch("controller_error")
+            channel.hand_over()
+        finally:
+            self._publish(info, session)
+
+    def _walk(
+        self, channel: _Channel, session: CallSession, instruction: Instruction, info: CallInfo
+    ) -> None:
+        while not isinstance(instruction, HangUp):
+            self._publish(info, session)
+            try:
+                result = channel.do(instruction)
+            except CallerHungUp:
+                answered, wait_s = channel.after_hangup(instruction)
+                session.caller_hung_up(answered=answered, wait_s=wait_s)
+                self._publish(info, session)
+                raise
+            instruction = session.resume(result)
+        self._publish(info, session)
+        channel.hang_up(instruction)
+
+    def _publish(self, info: CallInfo, session: CallSession) -> None:
+        events = session.take_events()
+        if not events:
+            return
+        try:
+            self.events.call_events(info, events)
+        except Exception:  # publishing must never cost a call
+            log.exception("call %s: events not published", info.call_id)
+
+
+class _Channel:
+    """One call's channel: instructions in, results out, the fewest AGI commands."""
+
+    def __init__(
+        self, agi: AgiSession, hotline: Hotline, route: Route, settings: AsteriskSettings
+    ) -> None:
+        self.agi = agi
+        self.hotline = hotline
+        self.route = route
+        self.settings = settings
+        self.variables: dict[str, str] = {}
+        self.connect_started = 0.0
+
+    def announce(self, glue_fallback: str) -> None:
+        """Correct the glue's fallback queue when the call's region is not the trunk's
+        (a DID of another region): a failure later must still reach the right seats."""
+        seats = self.hotline.directory.regions[self.route.region].seats
+        self.variables[var.FALLBACK_QUEUE] = glue_fallback
+        self._set({var.FALLBACK_QUEUE: seats})
+
+    def hand_over(self) -> None:
+        """Leave the call to the glue, which queues it to FALLBACK_QUEUE."""
+        self.announce(self.variables.get(var.FALLBACK_QUEUE, ""))
+        self._set({var.RESULT: var.RESULT_FALLBACK})
+
+    def do(self, instruction: Instruction) -> str | ConnectResult | None:
+        agi = self.agi
+        if isinstance(instruction, AnswerCall):
+            if instruction.early_media:
+                agi.appexec("Progress")
+            else:
+                agi.answer()
+            return None
+        if isinstance(instruction, PlayPrompt):
+            try:
+                return (
+                    agi.stream_file(self.sound(instruction.prompt), instruction.interrupt_digits)
+                    or None
+                )
+            except AGIAppError:
+                log.warning("prompt %s not playable; going on", self.sound(instruction.prompt))
+                return None
+        if isinstance(instruction, CollectDigits):
+            try:
+                return agi.get_data(
+                    self.sound(instruction.prompt),
+                    instruction.timeout * 1000,
+                    instruction.max_digits,
+                )
+            except AGIAppError:
+                log.warning("prompt %s not playable; no keys", self.sound(instruction.prompt))
+                return ""
+        assert isinstance(instruction, Connect)
+        return self.connect(instruction)
+
+    def connect(self, connect: Connect) -> ConnectResult:
+        agi = self.agi
+        self._set({var.TAGS: var.tags_value(connect.tags)})
+        timeout = connect.timeout
+        block = (timeout + 30.0) if timeout else _NO_TIMEOUT_CAP
+        self.connect_started = time.monotonic()
+        target = connect.target
+        with agi.command_timeout(block):
+            if target.queue:
+                agi.appexec(
+                    "Queue", f"{target.queue},{self.settings.queue_options},,,{timeout or ''}"
+                )
+                return self._queue_result(agi.get_full_variable(var.QUEUE_FACTS))
+            dial = self.settings.dial_template.format(number=target.number)
+            agi.appexec("Dial", f"{dial},{timeout or ''},{self.settings.dial_options}")
+            return self._dial_result(agi.get_full_variable(var.DIAL_FACTS))
+
+    def _queue_result(self, facts: str) -> ConnectResult:
+        status, abandoned, hold, member = ([*facts.split("|"), "", "", "", ""])[:4]
+        waited = _seconds(hold, time.monotonic() - self.connect_started)
+        if status == "TIMEOUT":
+            return ConnectResult("noanswer", waited)
+        if status in _QUEUE_NO_MEMBERS:
+            return ConnectResult("busy", waited)
+        if abandoned == "TRUE":
+            return ConnectResult("failed", waited)
+        return ConnectResult("answered", waited, member or None)
+
+    def _dial_result(self, facts: str) -> ConnectResult:
+        status, dialed, answered, peer = ([*facts.split("|"), "", "", "", ""])[:4]
+        total = _seconds(dialed, time.monotonic() - self.connect_started)
+        talk = _seconds(answered, 0.0)
+        return ConnectResult(
+            _DIAL_OUTCOME.get(status, "failed"), max(0.0, total - talk), peer or None
+        )
+
+    def after_hangup(self, instruction: Instruction) -> tuple[bool, float]:
+        """The caller left: were they talking to a person, and how long had they waited?"""
+        if not isinstance(instruction, Connect):
+            return False, 0.0
+        waited = time.monotonic() - self.connect_started
+        return False, waited
+
+    def hang_up(self, instruction: HangUp) -> None:
+        self.agi.hangup()
+
+    def sound(self, prompt: str) -> str:
+        entry = self.hotline.catalog.prompts.get(prompt)
+        name = f"{prompt}-{self.route.line}" if entry and entry.per_line else prompt
+        return f"{self.settings.sounds_prefix}/{name}"
+
+    def _set(self, values: dict[str, str]) -> None:
+        """Set only what changed: each SET VARIABLE is a round trip."""
+        for name, value in values.items():
+            if self.variables.get(name) != value:
+                self.agi.set_variable(name, value)
+                self.variables[name] = value
+
+
+def _seconds(text: str, default: float) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return default

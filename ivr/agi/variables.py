@@ -1,0 +1,29 @@
+"""Channel variable names shared by the controller and the Asterisk glue (dialplans/asterisk).
+
+Change a name here and in the glue (ivr/agi/glue.py) together: whenever AGI() returns
+with the caller still on the line, the glue queues them to IVR_FALLBACK_QUEUE.
+"""
+
+from __future__ import annotations
+
+# Set by the glue before AGI(): what the switch knows.
+TRUNK = "IVR_TRUNK"
+FALLBACK_QUEUE = "IVR_FALLBACK_QUEUE"  # the region's 12345 seats; the controller may refine it
+
+# Set by the controller before a queue or dial: the call's tags from the dialplan
+# (original_line, merge_mode, …) as "key=value;key=value" in the CDR's userfield, one
+# round trip for all; seats' screen pops read it as ${CDR(userfield)}.
+TAGS = "CDR(userfield)"
+
+# Set when the controller gives up on a call (a failure of ours); the glue then queues
+# the caller to FALLBACK_QUEUE, as it does whenever AGI() returns with the caller on.
+RESULT = "IVR_RESULT"
+RESULT_FALLBACK = "fallback"
+
+# Set by Asterisk after Queue() and Dial(); read back in one GET FULL VARIABLE.
+QUEUE_FACTS = "${QUEUESTATUS}|${ABANDONED}|${QEHOLDTIME}|${MEMBERNAME}"
+DIAL_FACTS = "${DIALSTATUS}|${DIALEDTIME}|${ANSWEREDTIME}|${DIALEDPEERNUMBER}"
+
+
+def tags_value(tags: dict[str, str]) -> str:
+    return ";".join(f"{k}={v}".replace(";", ",") for k, v in sorted(tags.items()))

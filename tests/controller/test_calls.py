@@ -1,0 +1,273 @@
+"""The FastAGI routes against a scripted Asterisk peer: what the controller sends, and
+what it does with Asterisk's answers. The real Asterisk is in tests/lab."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from ivr.agi.calls import AsteriskSettings, CallController, CallInfo
+from ivr.agi.glue import extensions_conf, queues_conf
+from ivr.agi.server import AgiServer
+from ivr.core.clock import SHANGHAI
+from ivr.core.routing import Hotline
+from ivr.paths import bundled_root
+
+from agi.fake_asterisk import FakeAsterisk
+
+Responder = Callable[[str], str]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[CallInfo, list[dict[str, Any]]]] = []
+        self.lock = threading.Lock()
+
+    def call_events(self, call: CallInfo, events: list[dict[str, Any]]) -> None:
+        with self.lock:
+            self.calls.append((call, events))
+
+    def types(self) -> list[str]:
+        return [e["type"] for _, events in self.calls for e in events]
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def controller(hotline: Hotline, recorder: Recorder) -> Iterator[tuple[str, int]]:
+    calls = CallController(
+        lambda: hotline, events=recorder, clock=lambda: datetime(2022, 1, 10, 9, 0, tzinfo=SHANGHAI)
+    )
+    server = AgiServer(("127.0.0.1", 0), calls.routes())
+    address = server.start()
+    yield address
+    server.stop()
+
+
+def asterisk(
+    queue_status: str = "",
+    dial_status: str = "ANSWER",
+    keys: dict[str, str] | None = None,
+    hang_up_on: str | None = None,
+) -> Responder:
+    """Answers as Asterisk would; `keys` maps a prompt to the keys pressed during it."""
+    keys = keys or {}
+
+    def respond(command: str) -> str:
+        if hang_up_on and command.startswith(hang_up_on):
+            return "HANGUP"
+        if command.startswith("STREAM FILE"):
+            prompt = command.split()[2]
+            digit = keys.get(prompt, "")
+            return f"200 result={ord(digit) if digit else 0} endpos=8000"
+        if command.startswith("GET DATA"):
+            prompt = command.split()[2]
+            return f"200 result={keys.get(prompt, '')}"
+        if command.startswith("GET FULL VARIABLE") and "QUEUESTATUS" in command:
+            return f"200 result=1 ({queue_status}||7|seat-1)"
+        if command.startswith("GET FULL VARIABLE") and "DIALSTATUS" in command:
+            return f"200 result=1 ({dial_status}|30|22|110)"
+        return "200 result=0"
+
+    return respond
+
+
+def run_call(address: tuple[str, int], respond: Responder, **env: str) -> list[str]:
+    peer = FakeAsterisk.connect(address)
+    if "agi_arg_3" in env:  # Asterisk sends every argument, empty ones too
+        env = {"agi_arg_1": "", "agi_arg_2": "", **env}
+    peer.send_env("incoming_call", **env)
+    commands: list[str] = []
+    try:
+        while (command := peer.read_command()) is not None:
+            commands.append(command)
+            answer = respond(command)
+            if answer == "HANGUP":
+                peer.reply("HANGUP", "200 result=-1")
+                break
+            peer.reply(answer)
+        peer.wait_closed()
+    finally:
+        peer.close()
+    return commands
+
+
+def test_12345_call_answers_greets_queues_and_surveys(controller, recorder: Recorder) -> None:
+    commands = run_call(
+        controller,
+        asterisk(keys={"ivr/survey_question": "1"}),
+        agi_arg_1="xiamen-ct",
+        agi_arg_3="xiamen-12345",
+    )
+    assert commands == [
+        "ANSWER",
+        'STREAM FILE ivr/greeting_12345 "120" 0',
+        'SET VARIABLE "CDR(userfield)" "merge_mode=main;original_line=12345"',
+        'EXEC Queue "xiamen-12345,c,,,60"',
+        'GET FULL VARIABLE "${QUEUESTATUS}|${ABANDONED}|${QEHOLDTIME}|${MEMBERNAME}"',
+        "GET DATA ivr/survey_question 8000 1",
+        'STREAM FILE ivr/survey_thanks "" 0',
+        "HANGUP",
+    ]
+    types = recorder.types()
+    assert types[0] == "call_offered" and types[-1] == "call_ended"
+    answered = next(e for _, es in recorder.calls for e in es if e["type"] == "answered")
+    assert (answered["wait_s"], answered["answered_by"]) == (7.0, "seat-1")
+    info = recorder.calls[0][0]
+    assert info.route.region == "xiamen" and info.caller == "13912340000"
+
+
+def test_retired_line_plays_its_own_transition_prompt(controller) -> None:
+    commands = run_call(controller, asterisk(), agi_dnid="12358", agi_arg_1="fuzhou-ct")
+    assert 'STREAM FILE ivr/transition_notice-12358 "" 0' in commands
+    assert (
+        'SET VARIABLE "CDR(userfield)" "merge_mode=whole_merge;original_line=12358;'
+        'original_line_name=价格监督"'
+    ) in commands
+
+
+def test_kept_seats_unanswered_fall_back_to_12345_seats(controller, hotline: Hotline) -> None:
+    statuses = iter(["TIMEOUT", ""])
+
+    def respond(command: str) -> str:
+        if command.startswith("GET FULL VARIABLE") and "QUEUESTATUS" in command:
+            return f"200 result=1 ({next(statuses)}||20|)"
+        return asterisk()(command)
+
+    commands = run_call(controller, respond, agi_dnid="12315", agi_arg_1="quanzhou-ct")
+    queues = [c for c in commands if c.startswith("EXEC Queue")]
+    assert queues == ['EXEC Queue "quanzhou-12315,c,,,20"', 'EXEC Queue "quanzhou-12345,c,,,60"']
+
+
+def test_emergency_key_dials_110(controller) -> None:
+    commands = run_call(
+        controller, asterisk(keys={"ivr/greeting_12345": "0", "ivr/emergency_menu": "1"})
+    )
+    assert 'EXEC Dial "Local/110@ivr-outbound,30,g"' in commands
+    assert commands[-1] == "HANGUP"
+
+
+def test_pingtan_did_on_a_fuzhou_trunk_corrects_the_glue_fallback(controller) -> None:
+    commands = run_call(
+        controller, asterisk(), agi_dnid="059123112345", agi_arg_1="", agi_arg_3="fuzhou-12345"
+    )
+    assert commands[0] == 'SET VARIABLE "IVR_FALLBACK_QUEUE" "pingtan-12345"'
+    assert 'EXEC Queue "pingtan-12345,c,,,60"' in commands
+
+
+def test_caller_hangs_up_while_queued_is_abandoned(controller, recorder: Recorder) -> None:
+    run_call(controller, asterisk(hang_up_on="EXEC Queue"), agi_arg_1="longyan-ct")
+    types = recorder.types()
+    assert "abandoned" in types and "missed_call_callback_created" in types
+    assert types[-1] == "call_ended"
+
+
+def test_a_failure_of_ours_hands_the_caller_to_the_seats(hotline: Hotline, recorder) -> None:
+    def broken_clock() -> datetime:
+        return datetime(2022, 1, 10, 9, 0)  # naive: the core refuses it mid-route
+
+    calls = CallController(lambda: hotline, events=recorder, clock=broken_clock)
+    server = AgiServer(("127.0.0.1", 0), calls.routes())
+    address = server.start()
+    try:
+        commands = run_call(address, asterisk(), agi_dnid="12358")
+    finally:
+        server.stop()
+    # the route could not even be decided: closing hands the call to the glue's queue
+    assert "HANGUP" not in commands
+    assert not any(c.startswith("EXEC") for c in commands)
+
+
+def test_an_error_mid_call_sets_the_fallback_and_returns(hotline: Hotline, recorder) -> None:
+    # a dial template naming a field that does not exist: our bug, found mid-call
+    calls = CallController(
+        lambda: hotline,
+        AsteriskSettings(dial_template="{nummer}"),
+        events=recorder,
+        clock=lambda: datetime(2024, 1, 10, 9, 0, tzinfo=SHANGHAI),
+    )
+    server = AgiServer(("127.0.0.1", 0), calls.routes())
+    address = server.start()
+    try:
+        commands = run_call(
+            address,
+            asterisk(keys={"ivr/greeting_12345": "0", "ivr/emergency_menu": "1"}),
+            agi_arg_1="sanming-ct",
+            agi_arg_3="sanming-12345",
+        )
+    finally:
+        server.stop()
+    assert commands[-1] == 'SET VARIABLE "IVR_RESULT" "fallback"'
+    ended = [e for _, es in recorder.calls for e in es if e["type"] == "call_ended"]
+    assert len(ended) == 1 and ended[0]["target_kind"] == "seats"
+
+
+def test_shipped_glue_matches_the_configuration(hotline: Hotline) -> None:
+    shipped = bundled_root() / "dialplans" / "asterisk"
+    assert (shipped / "extensions.conf").read_text() == extensions_conf(hotline)
+    assert (shipped / "queues.conf").read_text() == queues_conf(hotline)
+
+
+def test_glue_falls_through_to_the_seats_after_agi(hotline: Hotline) -> None:
+    text = extensions_conf(hotline)
+    controller_ctx = text.split("[ivr-controller]")[1].split("\n\n")[0]
+    lines = [
+        line.strip()
+        for line in controller_ctx.strip().splitlines()
+        if not line.strip().startswith(";")
+    ]
+    agi = next(i for i, line in enumerate(lines) if "AGI(" in line)
+    queue = next(i for i, line in enumerate(lines) if "Queue(${IVR_FALLBACK_QUEUE}" in line)
+    assert agi < queue
+    assert not any(re.search(r"GotoIf|Return|Hangup", line) for line in lines[agi:queue])
+    for trunk_id, trunk in hotline.directory.trunks.items():
+        seats = hotline.directory.regions[trunk.region].seats
+        assert f"[ivr-trunk-{trunk_id}]\n" in text
+        block = text.split(f"[ivr-trunk-{trunk_id}]")[1].split("\n\n")[0]
+        assert f"IVR_FALLBACK_QUEUE={seats})" in block
+
+
+def test_every_routed_queue_is_in_queues_conf(hotline: Hotline) -> None:
+    text = queues_conf(hotline, members={"fuzhou-12345": ["PJSIP/seat1"]})
+    for queue in hotline.directory.queues():
+        assert f"[{queue}]" in text
+    assert "member => PJSIP/seat1" in text
+
+
+def test_bad_route_is_closed_without_commands(controller) -> None:
+    peer = FakeAsterisk.connect(controller)
+    peer.send_env("no_such_route")
+    assert peer.read_command() is None
+    peer.close()
+
+
+def test_disallowed_host_never_gets_a_command(hotline: Hotline) -> None:
+    calls = CallController(lambda: hotline)
+    server = AgiServer(("127.0.0.1", 0), calls.routes(), allowed_hosts=["127.0.0.1"])
+    address = server.start()
+    try:
+        sock = socket.socket()
+        sock.bind(("127.0.0.2", 0))
+        sock.settimeout(2)
+        sock.connect(address)
+        sock.sendall(b"agi_network_script: incoming_call\n\n")
+        assert sock.recv(100) == b""
+        sock.close()
+    finally:
+        server.stop()
+
+
+def test_route_names_are_handler_names() -> None:
+    calls = CallController(lambda: None)  # type: ignore[arg-type, return-value]
+    assert {name: fn.__name__ for name, fn in calls.routes().items()} == {
+        "incoming_call": "incoming_call"
+    }

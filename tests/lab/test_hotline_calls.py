@@ -1,0 +1,216 @@
+"""Real SIP calls through the real Asterisk, the shipped glue and the controller.
+
+Each call is checked by what the answering SIPp received and by Asterisk's CDR.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ivr.lab.hotline import HotlineLab
+from ivr.lab.lab import Lab, LabMark
+from ivr.paths import bundled_root
+
+pytestmark = pytest.mark.asterisk
+
+INSIDE_WINDOW = "2022-01-10T10:00:00"
+AFTER_WINDOW = "2022-03-02T10:00:00"
+
+
+@pytest.fixture(scope="module")
+def hotline_lab(lab_root: Path) -> Iterator[HotlineLab]:
+    hl = HotlineLab.create(
+        bundled_root(), lab_root, name="hotline-pytest", pretend_now=INSIDE_WINDOW
+    )
+    hl.up()
+    yield hl
+    hl.down()
+
+
+@pytest.fixture
+def lab(hotline_lab: HotlineLab) -> Lab:
+    if not hotline_lab.controller_pid():  # a test may have stopped it
+        hotline_lab.start_controller()
+    return hotline_lab.lab()
+
+
+def cdr_for(lab: Lab, mark: LabMark, dst: str) -> dict[str, str]:
+    """The CDR of the caller's own channel (not the Local/outbound legs)."""
+    rows = lab.wait_for_cdrs(
+        lambda r: r["dst"] == dst and r["dcontext"] == "ivr-controller", since=mark
+    )
+    bridged = [r for r in rows if r["dstchannel"]]  # a call split by a bridge has two rows
+    return (bridged or rows)[-1]
+
+
+def landed(lab: Lab, mark: LabMark) -> list[tuple[str, str]]:
+    return [
+        (seat, m.request_user) for seat, invites in lab.calls_by_seat(mark).items() for m in invites
+    ]
+
+
+def played(hotline_lab: HotlineLab, since: int) -> list[str]:
+    log = hotline_lab.lab().messages_log.read_text(errors="replace")[since:]
+    return [
+        line.split("Playing '")[1].split("'")[0].removesuffix(".slin")
+        for line in log.splitlines()
+        if "Playing 'ivr/" in line
+    ]
+
+
+def log_size(hotline_lab: HotlineLab) -> int:
+    return len(hotline_lab.lab().messages_log.read_text(errors="replace"))
+
+
+def no_channels_left(lab: Lab, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "0 active channels" in lab.cli("core show channels count"):
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def test_12345_reaches_the_regions_seats_and_the_survey(hotline_lab: HotlineLab, lab: Lab) -> None:
+    mark, log_at = lab.mark(), log_size(hotline_lab)
+    result = lab.call("12345", hold=40.0, dtmf="2", dtmf_at=20.5)
+    assert result.answered and result.hung_up_by == "remote"  # the controller ended it
+    assert landed(lab, mark) == [("seats", "seats")]
+    cdr = cdr_for(lab, mark, "12345")
+    assert cdr["lastapp"] == "Queue" and cdr["lastdata"].startswith("fuzhou-12345,")
+    assert cdr["disposition"] == "ANSWERED"
+    assert "original_line=12345" in cdr["userfield"]
+    # control came back after the seat hung up: the survey and its thanks were played
+    assert played(hotline_lab, log_at)[-2:] == ["ivr/survey_question", "ivr/survey_thanks"]
+
+
+def test_pingtan_trunk_on_0591_reaches_pingtan_seats(lab: Lab) -> None:
+    mark = lab.mark()
+    result = lab.call("059112345", hold=12.0, trunk="pingtan-trunk")
+    assert result.answered
+    assert landed(lab, mark) == [("seats", "seats")]
+    assert cdr_for(lab, mark, "059112345")["lastdata"].startswith("pingtan-12345,")
+
+
+def test_retired_line_in_its_window_plays_the_transition_prompt(
+    hotline_lab: HotlineLab, lab: Lab
+) -> None:
+    mark, log_at = lab.mark(), log_size(hotline_lab)
+    result = lab.call("12358", hold=14.0)
+    assert result.answered
+    assert landed(lab, mark) == [("seats", "seats")]
+    assert played(hotline_lab, log_at)[0] == "ivr/transition_notice-12358"
+    cdr = cdr_for(lab, mark, "12358")
+    assert cdr["lastdata"].startswith("fuzhou-12345,")
+    assert "original_line=12358" in cdr["userfield"]
+    assert "merge_mode=whole_merge" in cdr["userfield"]
+
+
+def test_retired_lines_after_their_window_behave_as_configured(hotline_lab: HotlineLab) -> None:
+    hotline_lab.pretend_now = AFTER_WINDOW
+    hotline_lab.start_controller()
+    try:
+        lab = hotline_lab.lab()
+        # 12358 forwards after a short notice
+        mark, log_at = lab.mark(), log_size(hotline_lab)
+        assert lab.call("12358", hold=10.0).answered
+        assert played(hotline_lab, log_at)[0] == "ivr/line_moved_short"
+        assert landed(lab, mark) == [("seats", "seats")]
+        # 12336 announces on early media, unanswered, and ends: nobody is rung
+        mark, log_at = lab.mark(), log_size(hotline_lab)
+        result = lab.call("12336", hold=10.0)
+        assert not result.answered and 183 in result.statuses
+        assert played(hotline_lab, log_at) == ["ivr/number_retired-12336"]
+        assert landed(lab, mark) == []
+    finally:
+        hotline_lab.pretend_now = INSIDE_WINDOW
+        hotline_lab.start_controller()
+
+
+def test_kept_seats_answer_their_dual_line(lab: Lab) -> None:
+    mark = lab.mark()
+    assert lab.call("12315", hold=10.0).answered
+    assert landed(lab, mark) == [("kept", "kept")]
+    cdr = cdr_for(lab, mark, "12315")
+    assert cdr["lastdata"].startswith("fuzhou-12315,")
+    assert "original_line=12315" in cdr["userfield"]
+
+
+def test_kept_seats_silent_for_n_seconds_fall_back_to_12345_seats(lab: Lab) -> None:
+    # Ningde's kept seats never answer; 12329 gives them 15 s.
+    mark = lab.mark()
+    started = time.monotonic()
+    result = lab.call("12329", hold=30.0, trunk="ningde-trunk")
+    assert result.answered
+    assert sorted(seat for seat, _ in landed(lab, mark)) == ["seats", "silent"]
+    assert time.monotonic() - started >= 15
+    cdr = cdr_for(lab, mark, "12329")
+    assert cdr["lastdata"].startswith("ningde-12345,")
+    assert "original_line=12329" in cdr["userfield"]
+
+
+def test_cancelled_seats_line_reaches_12345_seats_tagged(lab: Lab) -> None:
+    mark = lab.mark()
+    assert lab.call("12316", hold=10.0).answered
+    assert landed(lab, mark) == [("seats", "seats")]
+    cdr = cdr_for(lab, mark, "12316")
+    assert cdr["lastdata"].startswith("fuzhou-12345,")
+    assert "original_line=12316" in cdr["userfield"]
+    assert "merge_mode=dual_number" in cdr["userfield"]
+
+
+def test_sub_centre_number_reaches_the_sub_centre(lab: Lab) -> None:
+    mark = lab.mark()
+    assert lab.call("12366", hold=10.0).answered
+    assert landed(lab, mark) == [("outside", "059112366")]
+    cdr = cdr_for(lab, mark, "12366")
+    assert cdr["lastapp"] == "Dial" and cdr["lastdata"].startswith("Local/059112366@")
+
+
+def test_emergency_shortcut_reaches_110(lab: Lab) -> None:
+    mark = lab.mark()
+    result = lab.call("12345", hold=8.0, dtmf="01", dtmf_at=1.0, dtmf_gap=1.0)
+    assert result.answered
+    assert landed(lab, mark) == [("outside", "110")]
+    assert cdr_for(lab, mark, "12345")["lastdata"].startswith("Local/110@ivr-outbound")
+
+
+def test_caller_hanging_up_during_a_prompt_ends_cleanly(hotline_lab: HotlineLab, lab: Lab) -> None:
+    mark = lab.mark()
+    result = lab.call("12345", hold=2.0)
+    assert result.hung_up_by == "caller"
+    assert landed(lab, mark) == []
+    assert no_channels_left(lab)
+    assert "outcome=hangup" in hotline_lab.controller_log.read_text().splitlines()[-1]
+
+
+def test_caller_hanging_up_while_queued_ends_cleanly(hotline_lab: HotlineLab, lab: Lab) -> None:
+    mark = lab.mark()
+    result = lab.call("12329", hold=6.0, trunk="ningde-trunk")  # silent kept seats
+    assert result.hung_up_by == "caller"
+    assert [seat for seat, _ in landed(lab, mark)] == ["silent"]
+    assert no_channels_left(lab)
+    assert "outcome=hangup" in hotline_lab.controller_log.read_text().splitlines()[-1]
+
+
+def test_with_the_controller_stopped_calls_still_reach_the_12345_queue(
+    hotline_lab: HotlineLab,
+) -> None:
+    hotline_lab.stop_controller()
+    lab = hotline_lab.lab()
+    mark, log_at = lab.mark(), log_size(hotline_lab)
+    result = lab.call("12358", hold=6.0)
+    assert result.answered
+    assert landed(lab, mark) == [("seats", "seats")]
+    cdr = cdr_for(lab, mark, "12358")
+    assert cdr["dstchannel"].startswith("PJSIP/seats-") and cdr["disposition"] == "ANSWERED"
+    log = lab.messages_log.read_text(errors="replace")[log_at:]
+    assert "fallback: AGISTATUS=FAILURE" in log
+    assert re.search(
+        r'Executing \[12358@ivr-controller:\d+\] Queue\("[^"]+", "fuzhou-12345,c"\)', log
+    )
