@@ -1,0 +1,581 @@
+"""Call events: one versioned schema for everything a call tells the 12345 platform.
+
+Pure: no Redis, no clock. Every event is built from the call it belongs to, a
+per-call sequence number and an explicit aware `now`. The wire form is a flat
+`dict[str, str]` (what Redis XADD takes); docs/events.md describes every field.
+
+Privacy: an event holds the caller's full number because the missed-call callback
+needs it, but `repr()` masks it and `to_fields()` writes it in full only when told.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Literal, Protocol
+
+from ivr.core.clock import SHANGHAI
+from ivr.core.privacy import mask_number
+
+SCHEMA_VERSION = 1
+
+CALL_OFFERED = "call_offered"
+PROMPT_PLAYED = "prompt_played"
+KEYS_PRESSED = "keys_pressed"
+QUEUED = "queued"
+ANSWERED = "answered"
+TRANSFERRED = "transferred"
+TRANSFER_FAILED = "transfer_failed"
+ABANDONED = "abandoned"
+CALLBACK_REQUESTED = "callback_requested"
+MISSED_CALL_CALLBACK_CREATED = "missed_call_callback_created"
+SURVEY_RESULT = "survey_result"
+CALL_ENDED = "call_ended"
+
+MODES = ("main", "whole_merge", "dual_number", "sub_centre", "emergency")
+
+# 好差评: the five grades, highest first, by the score each counts for. Which key a
+# caller presses for which grade is the survey dialplan's business (dialplans/survey.yaml).
+GRADE_LABELS: Mapping[int, str] = MappingProxyType(
+    {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
+)
+
+# Events after which the caller is owed a missed-call callback (漏接电话回拨): one
+# task per call, whichever of them comes first.
+CALLBACK_TRIGGERS = (ABANDONED, CALLBACK_REQUESTED, MISSED_CALL_CALLBACK_CREATED)
+
+# Common fields, in wire order; `event_id` is derived, never stored.
+COMMON_FIELDS = (
+    "type", "schema", "event_id", "call_id", "seq", "region", "line", "mode",
+    "ts_utc", "ts_local", "caller",
+)  # fmt: skip
+
+
+class EventError(ValueError):
+    """A malformed event; `reason` says what is wrong without echoing personal data."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+Kind = Literal["str", "int", "float", "bool"]
+
+_CALL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_REGION = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_LINE = re.compile(r"[0-9]{3,20}")
+_CALLER = re.compile(r"(\+?[0-9][0-9*]{0,23})?")
+_KEYS = re.compile(r"[0-9*#]{1,32}")
+_SLUG = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _ident(value: Any) -> str | None:
+    if not value or len(value) > 128 or _CONTROL.search(value):
+        return "must be 1-128 printable characters"
+    return None
+
+
+def _ident_or_empty(value: Any) -> str | None:
+    return None if value == "" else _ident(value)
+
+
+def _slug(value: Any) -> str | None:
+    return None if _SLUG.fullmatch(value) else "must be a lower-case identifier"
+
+
+def _keys(value: Any) -> str | None:
+    return None if _KEYS.fullmatch(value) else "must be 1-32 of 0-9 * #"
+
+
+def _non_negative(value: Any) -> str | None:
+    return None if value >= 0 else "must not be negative"
+
+
+def _positive(value: Any) -> str | None:
+    return None if value >= 1 else "must be at least 1"
+
+
+def _grade(value: Any) -> str | None:
+    return None if value in GRADE_LABELS else "must be 1..5"
+
+
+def _grade_label(value: Any) -> str | None:
+    return None if value in GRADE_LABELS.values() else "is not a 好差评 grade name"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    kind: Kind
+    required: bool = True
+    check: Callable[[Any], str | None] | None = None
+
+
+def _f(kind: Kind, check: Callable[[Any], str | None] | None = None) -> FieldSpec:
+    return FieldSpec(kind, True, check)
+
+
+def _opt(kind: Kind, check: Callable[[Any], str | None] | None = None) -> FieldSpec:
+    return FieldSpec(kind, False, check)
+
+
+# The type-specific fields of every event type. Names follow what the call engine
+# (ivr.core.engine) already reports, so `from_engine` is a thin adapter. Adding
+# or changing a field is a schema change: bump SCHEMA_VERSION, update docs/events.md.
+SCHEMA: Mapping[str, Mapping[str, FieldSpec]] = MappingProxyType(
+    {
+        CALL_OFFERED: {
+            "known": _opt("bool"),
+            "region_source": _opt("str", _slug),
+            "trunk": _opt("str", _ident),
+        },
+        PROMPT_PLAYED: {"prompt": _f("str", _ident), "transition": _f("bool")},
+        KEYS_PRESSED: {"keys": _f("str", _keys), "step": _opt("str", _ident)},
+        QUEUED: {
+            "target_kind": _f("str", _slug),
+            "target": _f("str", _ident),
+            "via": _opt("str", _slug),
+            "position": _opt("int", _positive),
+        },
+        ANSWERED: {
+            "target_kind": _f("str", _slug),
+            "target": _f("str", _ident),
+            "wait_s": _f("float", _non_negative),
+            "answered_by": _opt("str", _ident_or_empty),
+        },
+        TRANSFERRED: {"kind": _f("str", _slug), "target": _f("str", _ident)},
+        TRANSFER_FAILED: {
+            "kind": _f("str", _slug),
+            "target": _f("str", _ident),
+            "outcome": _f("str", _slug),
+        },
+        ABANDONED: {
+            "wait_s": _f("float", _non_negative),
+            "target_kind": _opt("str", _slug),
+            "target": _opt("str", _ident),
+        },
+        CALLBACK_REQUESTED: {
+            "wait_s": _f("float", _non_negative),
+            "reason": _opt("str", _slug),
+            "callback_list": _opt("str", _ident),
+        },
+        MISSED_CALL_CALLBACK_CREATED: {
+            "reason": _f("str", _slug),
+            "wait_s": _opt("float", _non_negative),
+            "callback_list": _opt("str", _ident),
+        },
+        SURVEY_RESULT: {
+            "grade": _f("int", _grade),
+            "label": _f("str", _grade_label),
+            "key": _opt("str", _keys),
+        },
+        CALL_ENDED: {
+            "duration_s": _f("float", _non_negative),
+            "answered": _f("bool"),
+            "target_kind": _f("str", _ident_or_empty),
+            "target": _f("str", _ident_or_empty),
+            "fallbacks": _f("int", _non_negative),
+            "prompts": _opt("int", _non_negative),
+        },
+    }
+)
+EVENT_TYPES = tuple(SCHEMA)
+
+
+class CallLike(Protocol):
+    """What an event needs to know about its call (the core's call object fits)."""
+
+    @property
+    def call_id(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def line(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def caller(self) -> str: ...
+
+
+@dataclass(frozen=True, repr=False)
+class CallInfo:
+    """A call as events see it: `line` is the dialed number, `caller` the calling one."""
+
+    call_id: str
+    region: str
+    line: str
+    mode: str
+    caller: str = ""
+
+    @classmethod
+    def from_route(cls, call: Any, route: Any) -> CallInfo:
+        """From the core's `Call` (call_id, caller) and its `Route` (region, line, mode)."""
+        return cls(
+            call_id=call.call_id,
+            region=route.region,
+            line=route.line,
+            mode=str(route.mode),
+            caller=normalise_caller(call.caller),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"CallInfo({self.call_id!r}, region={self.region!r}, line={self.line!r}, "
+            f"mode={self.mode!r}, caller={mask_number(self.caller)!r})"
+        )
+
+
+def _masked(caller: object) -> str:
+    if not isinstance(caller, str):
+        return "?"
+    # A caller read back from a masked stream is masked already.
+    return caller if "*" in caller else mask_number(caller)
+
+
+def normalise_caller(number: str | None) -> str:
+    """Digits with an optional leading +; withheld or anonymous callers become ''."""
+    if not number:
+        return ""
+    text = number.strip()
+    digits = "".join(ch for ch in text if ch.isdigit() and ch.isascii())
+    if not digits:
+        return ""
+    return ("+" if text.startswith("+") else "") + digits
+
+
+def callback_task_id(call_id: str) -> str:
+    """A call gets at most one callback task, and this is its id."""
+    return f"{call_id}:callback"
+
+
+def _kind_ok(kind: Kind, value: Any) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return (
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        )
+    return isinstance(value, str)
+
+
+def _encode(kind: Kind, value: Any) -> str:
+    if kind == "bool":
+        return "true" if value else "false"
+    if kind == "int":
+        return str(value)
+    if kind == "float":
+        return json.dumps(float(value))
+    return str(value)
+
+
+def _decode(kind: Kind, name: str, text: str) -> Any:
+    try:
+        if kind == "bool":
+            if text not in ("true", "false"):
+                raise ValueError
+            return text == "true"
+        if kind == "int":
+            if not re.fullmatch(r"-?[0-9]{1,18}", text):
+                raise ValueError
+            return int(text)
+        if kind == "float":
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
+    except ValueError:
+        raise EventError(f"field {name} is not a valid {kind}") from None
+    return text
+
+
+def _to_ms(now: datetime) -> datetime:
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True, repr=False)
+class CallEvent:
+    """One thing that happened on one call.
+
+    `fields` holds the type-specific fields (SCHEMA[type]); the rest is common to
+    every event. Build events with `CallEvent.make` or an `EventRecorder`.
+    """
+
+    type: str
+    call_id: str
+    seq: int
+    region: str
+    line: str
+    mode: str
+    ts: datetime
+    caller: str = ""
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    schema: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        # Read-only view of a private copy: a frozen event must not change later.
+        if isinstance(self.fields, Mapping):
+            object.__setattr__(self, "fields", MappingProxyType(dict(self.fields)))
+
+    @classmethod
+    def make(
+        cls, type: str, call: CallLike, seq: int, now: datetime, /, **fields: Any
+    ) -> CallEvent:
+        """A validated event; raises EventError. A survey label is filled from its grade."""
+        grade = fields.get("grade")
+        if type == SURVEY_RESULT and "label" not in fields and isinstance(grade, int):
+            fields["label"] = GRADE_LABELS.get(grade, "")
+        if isinstance(now, datetime) and now.tzinfo is not None:
+            # Milliseconds are plenty for call events and make the wire form exact.
+            now = _to_ms(now)
+        event = cls(
+            type=type,
+            call_id=call.call_id,
+            seq=seq,
+            region=call.region,
+            line=call.line,
+            mode=call.mode,
+            ts=now,
+            caller=normalise_caller(call.caller),
+            fields=fields,
+        )
+        event.validate()
+        return event
+
+    @property
+    def event_id(self) -> str:
+        """Deterministic per call and sequence, so publishing twice is idempotent."""
+        return f"{self.call_id}:{self.seq}"
+
+    @property
+    def ts_utc(self) -> str:
+        return self.ts.astimezone(UTC).isoformat(timespec="milliseconds")
+
+    @property
+    def ts_local(self) -> str:
+        return self.ts.astimezone(SHANGHAI).isoformat(timespec="milliseconds")
+
+    def __repr__(self) -> str:
+        return (
+            f"CallEvent({self.type!r}, call_id={self.call_id!r}, seq={self.seq}, "
+            f"region={self.region!r}, line={self.line!r}, mode={self.mode!r}, "
+            f"ts={self.ts_utc if self._aware() else self.ts!r}, "
+            f"caller={_masked(self.caller)!r}, fields={dict(self.fields)!r})"
+        )
+
+    def _aware(self) -> bool:
+        return (
+            isinstance(self.ts, datetime)
+            and self.ts.tzinfo is not None
+            and self.ts.utcoffset() is not None
+        )
+
+    def validate(self) -> None:
+        """Raise EventError(reason) unless this event matches the schema exactly."""
+        for problem in self._problems():
+            raise EventError(problem)
+
+    def _problems(self) -> Iterator[str]:
+        if not isinstance(self.type, str) or self.type not in SCHEMA:
+            yield "unknown event type"
+            return
+        if self.schema != SCHEMA_VERSION or isinstance(self.schema, bool):
+            yield f"schema must be {SCHEMA_VERSION}"
+        for name, pattern in (("call_id", _CALL_ID), ("region", _REGION), ("line", _LINE)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not pattern.fullmatch(value):
+                yield f"{name} is malformed"
+        if not isinstance(self.caller, str) or not _CALLER.fullmatch(self.caller):
+            # Never echo the value: it may be a phone number.
+            yield "caller is not a phone number"
+        if self.mode not in MODES:
+            yield f"mode must be one of {', '.join(MODES)}"
+        if not isinstance(self.seq, int) or isinstance(self.seq, bool) or self.seq < 1:
+            yield "seq must be an int >= 1"
+        if not isinstance(self.ts, datetime):
+            yield "ts must be a datetime"
+        elif not self._aware():
+            yield "ts is a naive datetime"
+        if not isinstance(self.fields, Mapping):
+            yield "fields must be a mapping"
+            return
+        spec = SCHEMA[self.type]
+        bad_fields = False
+        for name in self.fields:
+            if name not in spec:
+                bad_fields = True
+                yield f"{self.type} has no field {name}"
+        for name, fs in spec.items():
+            if name not in self.fields:
+                if fs.required:
+                    bad_fields = True
+                    yield f"{self.type} needs field {name}"
+                continue
+            value = self.fields[name]
+            if not _kind_ok(fs.kind, value):
+                bad_fields = True
+                yield f"field {name} must be {fs.kind}, not {type(value).__name__}"
+                continue
+            problem = fs.check(value) if fs.check else None
+            if problem:
+                bad_fields = True
+                yield f"field {name} {problem}"
+        if (
+            self.type == SURVEY_RESULT
+            and not bad_fields
+            and GRADE_LABELS[self.fields["grade"]] != self.fields["label"]
+        ):
+            yield "field label does not match grade"
+
+    def to_fields(self, *, full_numbers: bool = False) -> dict[str, str]:
+        """Flat string fields for XADD; the caller is masked unless `full_numbers`."""
+        caller = self.caller if full_numbers or not self.caller else _masked(self.caller)
+        out = {
+            "type": self.type,
+            "schema": str(self.schema),
+            "event_id": self.event_id,
+            "call_id": self.call_id,
+            "seq": str(self.seq),
+            "region": self.region,
+            "line": self.line,
+            "mode": self.mode,
+            "ts_utc": self.ts_utc,
+            "ts_local": self.ts_local,
+            "caller": caller,
+        }
+        for name, fs in SCHEMA[self.type].items():
+            if name in self.fields:
+                out[name] = _encode(fs.kind, self.fields[name])
+        return out
+
+    @classmethod
+    def from_fields(cls, raw: Mapping[str | bytes, str | bytes]) -> CallEvent:
+        """Parse and validate a stream entry; raises EventError.
+
+        A caller masked on the way out stays masked: the round trip is exact only
+        for entries written with full numbers.
+        """
+        data = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in raw.items()
+        }
+        for name in COMMON_FIELDS:
+            if name not in data:
+                raise EventError(f"missing field {name}")
+        if data["schema"] != str(SCHEMA_VERSION):
+            raise EventError(f"unsupported schema {data['schema'][:8]!r}")
+        kind = data["type"]
+        if kind not in SCHEMA:
+            raise EventError("unknown event type")
+        spec = SCHEMA[kind]
+        extra = set(data) - set(COMMON_FIELDS) - set(spec)
+        if extra:
+            raise EventError(f"{kind} has no field {sorted(extra)[0]}")
+        try:
+            ts = datetime.fromisoformat(data["ts_utc"])
+            local = datetime.fromisoformat(data["ts_local"])
+        except ValueError:
+            raise EventError("ts_utc or ts_local is not ISO 8601") from None
+        if ts.tzinfo is None or local.tzinfo is None or ts != local:
+            raise EventError("ts_utc and ts_local disagree or lack an offset")
+        event = cls(
+            type=kind,
+            call_id=data["call_id"],
+            seq=_decode("int", "seq", data["seq"]),
+            region=data["region"],
+            line=data["line"],
+            mode=data["mode"],
+            ts=ts,
+            caller=data["caller"],
+            fields={
+                name: _decode(fs.kind, name, data[name])
+                for name, fs in spec.items()
+                if name in data
+            },
+        )
+        event.validate()
+        if data["event_id"] != event.event_id:
+            raise EventError("event_id does not match call_id and seq")
+        return event
+
+
+def from_engine(
+    raw: Mapping[str, Any], call: CallLike, seq: int, now: datetime, /, **extra: Any
+) -> CallEvent:
+    """A CallEvent from one of the call engine's event dicts (`take_events()`).
+
+    The engine reads no clock, so what only the front-end knows comes in `extra`
+    (`duration_s` of `call_ended`, `position` of `queued`...). The engine names a
+    survey grade by its label; the schema wants the number. Fields the schema
+    does not know are left out rather than refusing the whole event. Raises
+    EventError for an unknown type or a malformed field.
+    """
+    kind = raw.get("type")
+    if not isinstance(kind, str) or kind not in SCHEMA:
+        raise EventError("unknown event type")
+    fields = {k: v for k, v in raw.items() if k != "type"}
+    if kind == SURVEY_RESULT:
+        label = fields.pop("grade", None)
+        score = fields.pop("score", None)
+        if isinstance(label, int) and not isinstance(label, bool):
+            score, label = label, GRADE_LABELS.get(label)
+        if score is None and label in GRADE_LABELS.values():
+            score = next(g for g, name in GRADE_LABELS.items() if name == label)
+        fields.update(grade=score, label=label)
+    fields.update(extra)
+    spec = SCHEMA[kind]
+    return CallEvent.make(kind, call, seq, now, **{k: v for k, v in fields.items() if k in spec})
+
+
+class EventRecorder:
+    """Numbers one call's events from 1 and hands each to an optional sink
+    (typically `Publisher.publish`). Nothing may follow `call_ended`.
+    """
+
+    def __init__(
+        self,
+        call: CallLike,
+        sink: Callable[[CallEvent], object] | None = None,
+    ) -> None:
+        self.call = call
+        self._sink = sink
+        self._events: list[CallEvent] = []
+
+    @property
+    def events(self) -> tuple[CallEvent, ...]:
+        return tuple(self._events)
+
+    @property
+    def next_seq(self) -> int:
+        return len(self._events) + 1
+
+    @property
+    def ended(self) -> bool:
+        return bool(self._events) and self._events[-1].type == CALL_ENDED
+
+    def record(self, type: str, now: datetime, /, **fields: Any) -> CallEvent:
+        """Build, number and emit one event. Raises EventError; a refused event
+        uses no sequence number, so the numbers stay gap-free."""
+        self._check_open()
+        return self._emit(CallEvent.make(type, self.call, self.next_seq, now, **fields))
+
+    def record_engine(self, raw: Mapping[str, Any], now: datetime, /, **extra: Any) -> CallEvent:
+        """Like `record`, for an event dict of the call engine (see `from_engine`)."""
+        self._check_open()
+        return self._emit(from_engine(raw, self.call, self.next_seq, now, **extra))
+
+    def _check_open(self) -> None:
+        if self.ended:
+            raise EventError("the call has already ended")
+
+    def _emit(self, event: CallEvent) -> CallEvent:
+        self._events.append(event)
+        if self._sink is not None:
+            self._sink(event)
+        return event
