@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate a configuration folder")
     check.add_argument("dir", nargs="?", type=Path, help="holds config/, dialplans/, prompts/")
+    _config_option(check)
     check.set_defaults(handler=cmd_check)
 
     sim = sub.add_parser("simulate", help="print the path a call takes")
@@ -152,7 +153,7 @@ def _load(root: Path | None):
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    root = args.dir or default_root()
+    root = args.dir or args.config or default_root()
     if not root.is_dir():
         print(f"{root}: not a folder", file=sys.stderr)
         return 1
