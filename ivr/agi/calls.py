@@ -229,7 +229,7 @@ class _Channel:
             return self._dial_result(agi.get_full_variable(var.DIAL_FACTS))
 
     def _queue_result(self, facts: str) -> ConnectResult:
-        status, abandoned, hold, member = ([*facts.split("|"), "", "", "", ""])[:4]
+        status, abandoned, hold, member = _fields(facts, 4)
         waited = _seconds(hold, time.monotonic() - self.connect_started)
         if status == "TIMEOUT":
             return ConnectResult("noanswer", waited)
@@ -240,7 +240,7 @@ class _Channel:
         return ConnectResult("answered", waited, member or None)
 
     def _dial_result(self, facts: str) -> ConnectResult:
-        status, dialed, answered, peer = ([*facts.split("|"), "", "", "", ""])[:4]
+        status, dialed, answered, peer = _fields(facts, 4)
         total = _seconds(dialed, time.monotonic() - self.connect_started)
         talk = _seconds(answered, 0.0)
         return ConnectResult(
@@ -248,11 +248,28 @@ class _Channel:
         )
 
     def after_hangup(self, instruction: Instruction) -> tuple[bool, float]:
-        """The caller left: were they talking to a person, and how long had they waited?"""
+        """The caller left: were they talking to a person, and how long had they waited?
+
+        Asterisk still answers variable reads on the dead channel; if it cannot, we
+        count the call as abandoned: a needless callback beats a lost caller.
+        """
         if not isinstance(instruction, Connect):
             return False, 0.0
-        waited = time.monotonic() - self.connect_started
-        return False, waited
+        elapsed = time.monotonic() - self.connect_started
+        if instruction.target.queue:
+            facts = self.agi.variable_after_hangup(var.QUEUE_FACTS)
+            if facts is None:
+                return False, elapsed
+            _, abandoned, hold, _ = _fields(facts, 4)
+            answered = abandoned != "TRUE" and hold != ""
+            return answered, _seconds(hold, elapsed) if answered else elapsed
+        facts = self.agi.variable_after_hangup(var.DIAL_FACTS)
+        if facts is None:
+            return False, elapsed
+        status, dialed, talk, _ = _fields(facts, 4)
+        if status == "ANSWER" or _seconds(talk, 0.0) > 0:
+            return True, max(0.0, _seconds(dialed, elapsed) - _seconds(talk, 0.0))
+        return False, elapsed
 
     def hang_up(self, instruction: HangUp) -> None:
         self.agi.hangup()
@@ -268,6 +285,10 @@ class _Channel:
             if self.variables.get(name) != value:
                 self.agi.set_variable(name, value)
                 self.variables[name] = value
+
+
+def _fields(facts: str, count: int) -> list[str]:
+    return (facts.split("|") + [""] * count)[:count]
 
 
 def _seconds(text: str, default: float) -> float:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import select
 import socket
 import struct
 import threading
@@ -103,6 +104,12 @@ class UsageError(AGIUsageError):
         super().__init__(f"Asterisk rejected the syntax of {_show(command)}:\n{usage}")
         self.command = command
         self.usage = usage
+
+
+# How long a result=-1 waits for Asterisk's HANGUP line before it counts as a failed
+# application: measured in the lab, the line follows the -1 of an interrupted Queue
+# within a few milliseconds.
+HANGUP_GRACE_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +334,38 @@ class AgiSession(AGI):
             raise CallerHungUp(f"connection lost while sending: {exc}") from None
         return line
 
+    def variable_after_hangup(self, expression: str, timeout: float = 1.0) -> str | None:
+        """Read ``${...}`` expressions after the caller hung up, or None.
+
+        Asterisk keeps a FastAGI session open in "dead AGI" mode after a hangup and
+        still answers GET FULL VARIABLE: that is how we learn whether the caller was
+        talking to a seat (left after the call) or still waiting (an abandoned call).
+        The interrupted command's own late ``200 result=-1`` is skipped on the way.
+        """
+        if self._closed:
+            return None
+        line = f"GET FULL VARIABLE {self._quote(expression)}"
+        try:
+            self.sock.sendall(line.encode("utf-8") + b"\n")
+            deadline = time.monotonic() + timeout
+            for _ in range(self.limits.max_intermediate):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                response = self._read_line(remaining)
+                m = re_code.match(response)
+                if response == "HANGUP" or m is None or not m.group(1):
+                    continue
+                value, data = _result_of(m.group(2))
+                if int(m.group(1)) == 200 and value == "1":
+                    return data
+                if int(m.group(1)) == 200 and value == "0":
+                    return ""  # Asterisk answers 0 for a variable that is not set
+                # a stale answer to the interrupted command: keep reading
+        except (OSError, AGIException):
+            return None
+        return None
+
     def get_result(self, stdin: Any = None) -> ResultDict:
         """pyst2 API compatibility: read one result without a known command."""
         return self._read_result("")
@@ -366,9 +405,10 @@ class AgiSession(AGI):
         value, data = result["result"]
         if value == "-1":
             # Both a failed application (missing sound file) and a hangup give
-            # -1; Asterisk follows a hangup with a HANGUP line, so look for one
-            # already on the wire before calling it an application error.
-            if data == "hangup" or self._hangup_pending():
+            # -1; Asterisk follows a hangup with a HANGUP line, sometimes only
+            # just after the -1 (seen after Queue), so give it a moment to arrive
+            # before calling it an application error.
+            if data == "hangup" or self._hangup_pending(HANGUP_GRACE_S):
                 self._hung_up = True
                 raise CallerHungUp(f"caller hung up during {_show(command)}")
             raise AGIAppError(f"{_show(command)} failed (result=-1)")
@@ -386,9 +426,11 @@ class AgiSession(AGI):
                     raise BadSession("520 usage text too long")
         return "\n".join(usage)
 
-    def _hangup_pending(self) -> bool:
+    def _hangup_pending(self, wait: float = 0.0) -> bool:
         if not self._buf:
             try:
+                if wait > 0 and not select.select([self.sock], [], [], wait)[0]:
+                    return False  # nothing came: a plain application error
                 data = self.sock.recv(65536, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return False  # nothing on the wire yet: a plain application error
@@ -482,3 +524,11 @@ def _preview(line: str, limit: int = 60) -> str:
     """A short, masked excerpt of a bad line for the log."""
     text = line if len(line) <= limit else line[:limit] + "..."
     return repr(mask_text(text))
+
+
+def _result_of(response: str) -> tuple[str, str]:
+    """(value, data) of a response's result=..., e.g. ("1", "TIMEOUT|...")."""
+    for key, value, data in re_kv.findall(response):
+        if key == "result":
+            return value, data
+    return "", ""

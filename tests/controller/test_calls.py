@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -81,21 +82,42 @@ def asterisk(
     return respond
 
 
-def run_call(address: tuple[str, int], respond: Responder, **env: str) -> list[str]:
+def run_call(
+    address: tuple[str, int],
+    respond: Responder,
+    *,
+    dead_facts: str = "",
+    hangup_after_result: bool = False,
+    **env: str,
+) -> list[str]:
+    """One call; after a hangup the peer answers as Asterisk's dead AGI mode does:
+    variable reads with ``dead_facts``, anything else with 511."""
     peer = FakeAsterisk.connect(address)
     if "agi_arg_3" in env:  # Asterisk sends every argument, empty ones too
         env = {"agi_arg_1": "", "agi_arg_2": "", **env}
     peer.send_env("incoming_call", **env)
     commands: list[str] = []
+    dead = False
     try:
         while (command := peer.read_command()) is not None:
             commands.append(command)
+            if dead:
+                if command.startswith("GET FULL VARIABLE"):
+                    peer.reply(f"200 result=1 ({dead_facts})")
+                else:
+                    peer.reply("511 Command Not Permitted on a dead channel")
+                continue
             answer = respond(command)
             if answer == "HANGUP":
-                peer.reply("HANGUP", "200 result=-1")
-                break
+                dead = True
+                if hangup_after_result:  # as seen after Queue: the -1 first, HANGUP after
+                    peer.reply("200 result=-1")
+                    time.sleep(0.05)
+                    peer.reply("HANGUP")
+                else:
+                    peer.reply("HANGUP", "200 result=-1")
+                continue
             peer.reply(answer)
-        peer.wait_closed()
     finally:
         peer.close()
     return commands
@@ -164,11 +186,37 @@ def test_pingtan_did_on_a_fuzhou_trunk_corrects_the_glue_fallback(controller) ->
     assert 'EXEC Queue "pingtan-12345,c,,,60"' in commands
 
 
-def test_caller_hangs_up_while_queued_is_abandoned(controller, recorder: Recorder) -> None:
-    run_call(controller, asterisk(hang_up_on="EXEC Queue"), agi_arg_1="longyan-ct")
+@pytest.mark.parametrize("hangup_after_result", [False, True])
+def test_caller_hangs_up_while_queued_is_abandoned(
+    controller, recorder: Recorder, hangup_after_result: bool
+) -> None:
+    commands = run_call(
+        controller,
+        asterisk(hang_up_on="EXEC Queue"),
+        agi_arg_1="longyan-ct",
+        dead_facts="||",
+        hangup_after_result=hangup_after_result,
+    )
+    assert commands[-1].startswith("GET FULL VARIABLE")  # asked the dead channel
     types = recorder.types()
     assert "abandoned" in types and "missed_call_callback_created" in types
+    assert "answered" not in types
     assert types[-1] == "call_ended"
+
+
+def test_caller_hangs_up_after_talking_is_answered_not_abandoned(
+    controller, recorder: Recorder
+) -> None:
+    run_call(
+        controller,
+        asterisk(hang_up_on="EXEC Queue"),
+        agi_arg_1="longyan-ct",
+        dead_facts="||9|seat-7",
+    )
+    types = recorder.types()
+    assert "answered" in types and "abandoned" not in types
+    answered = next(e for _, es in recorder.calls for e in es if e["type"] == "answered")
+    assert answered["wait_s"] == 9.0
 
 
 def test_a_failure_of_ours_hands_the_caller_to_the_seats(hotline: Hotline, recorder) -> None:
