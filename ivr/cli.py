@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -80,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--agi", metavar="HOST:PORT", help="FastAGI listener (default from config/controller.yaml)"
     )
     serve.add_argument(
+        "--http", metavar="HOST:PORT", help="/metrics and /healthz (default 127.0.0.1:8080)"
+    )
+    serve.add_argument(
+        "--redis",
+        metavar="URL",
+        help="where call events go (default: $IVR_REDIS_URL, else config/controller.yaml)",
+    )
+    serve.add_argument(
         "--pretend-now",
         metavar="ISO-DATETIME",
         help="run the clock from this moment (for the lab; never in production)",
@@ -112,6 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
         "retired line's transition window)",
     )
     lab.set_defaults(handler=cmd_lab)
+
+    stats = sub.add_parser("stats", help="the hotline's indicators, from the event streams")
+    _config_option(stats)
+    stats.add_argument(
+        "--redis", metavar="URL", help="default: $IVR_REDIS_URL, else config/controller.yaml"
+    )
+    stats.add_argument("--region", help="one region only")
+    stats.add_argument(
+        "--since",
+        metavar="ISO-DATETIME",
+        help="calls offered from then on (local time when no offset)",
+    )
+    stats.add_argument(
+        "--by",
+        default="region,line,hour",
+        help="group by any of region, line, hour (comma-separated)",
+    )
+    stats.add_argument("--json", action="store_true", help="one JSON list")
+    stats.set_defaults(handler=cmd_stats)
 
     prompts = sub.add_parser("prompts", help="the prompt catalog's audio")
     prompts_sub = prompts.add_subparsers(dest="prompts_command", required=True)
@@ -256,9 +284,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(root)
     try:
         address = host_port(args.agi) if args.agi else None
+        http = host_port(args.http) if args.http else None
     except ValueError:
-        print(f"--agi: expected HOST:PORT, got {args.agi!r}", file=sys.stderr)
+        print("--agi/--http: expected HOST:PORT", file=sys.stderr)
         return 2
+    redis_url = args.redis or os.environ.get("IVR_REDIS_URL")
     try:
         pretend = parse_when(args.pretend_now) if args.pretend_now else None
     except ValueError as exc:
@@ -266,7 +296,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     if pretend:
         logging.getLogger("ivr").warning("the clock pretends it is %s", pretend.isoformat())
-    controller = Controller(root, settings, agi_address=address, pretend_now=pretend)
+    controller = Controller(
+        root,
+        settings,
+        agi_address=address,
+        http_address=http,
+        redis_url=redis_url,
+        pretend_now=pretend,
+    )
     run(controller)
     return 0
 
@@ -324,6 +361,52 @@ def cmd_lab(args: argparse.Namespace) -> int:
         )
         for call in status["landed"]:
             print(f"  {call['answerer']:<8} <- {call['request_user']} (from {call['from']})")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    import redis
+
+    from ivr.indicators import Indicators, render_table
+    from ivr.platform.reader import as_record, iter_events
+    from ivr.settings import load_settings
+
+    root = args.config or default_root()
+    hotline = _load(root)
+    by = tuple(part.strip() for part in args.by.split(",") if part.strip())
+    if not by or any(part not in ("region", "line", "hour") for part in by):
+        print("--by: any of region, line, hour", file=sys.stderr)
+        return 2
+    regions = [args.region] if args.region else sorted(hotline.directory.regions)
+    if args.region and args.region not in hotline.directory.regions:
+        print(f"unknown region {args.region!r}", file=sys.stderr)
+        return 2
+    try:
+        since = parse_when(args.since) if args.since else None
+    except ValueError as exc:
+        print(f"--since: {exc}", file=sys.stderr)
+        return 2
+    url = args.redis or os.environ.get("IVR_REDIS_URL") or load_settings(root).platform.redis_url
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+    indicators = Indicators()
+    # Read from an hour before --since: a call offered just before it may end after.
+    since_ms = int((since.timestamp() - 3600) * 1000) if since else 0
+    try:
+        for region in regions:
+            for event in iter_events(client, region, since_ms=max(0, since_ms)):
+                indicators.add(as_record(event))
+    except redis.RedisError as exc:
+        print(f"cannot read the event streams at {url}: {exc}", file=sys.stderr)
+        return 1
+    rows = indicators.rows(by=by, region=args.region, since=since)
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+    elif rows:
+        print(render_table(rows, by))
+    else:
+        print("no ended calls in the streams for that selection")
+    if indicators.open:
+        print(f"({len(indicators.open)} call(s) still in progress, not counted)", file=sys.stderr)
     return 0
 
 

@@ -146,6 +146,7 @@ SCHEMA: Mapping[str, Mapping[str, FieldSpec]] = MappingProxyType(
             "target_kind": _f("str", _slug),
             "target": _f("str", _ident),
             "wait_s": _f("float", _non_negative),
+            "total_wait_s": _opt("float", _non_negative),
             "answered_by": _opt("str", _ident_or_empty),
         },
         TRANSFERRED: {"kind": _f("str", _slug), "target": _f("str", _ident)},
@@ -156,6 +157,7 @@ SCHEMA: Mapping[str, Mapping[str, FieldSpec]] = MappingProxyType(
         },
         ABANDONED: {
             "wait_s": _f("float", _non_negative),
+            "total_wait_s": _opt("float", _non_negative),
             "target_kind": _opt("str", _slug),
             "target": _opt("str", _ident),
         },

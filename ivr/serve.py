@@ -1,4 +1,5 @@
-"""`ivr serve`: the FastAGI controller, on a configuration that can be reloaded live.
+"""`ivr serve`: the FastAGI controller and its HTTP side, on a configuration that can be
+reloaded live.
 
 SIGHUP reloads the configuration folder. A folder with any error is refused with file,
 line and reason, and the running configuration stays; a good one replaces it whole,
@@ -10,20 +11,27 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ivr.agi.calls import AsteriskSettings, CallController, EventSink, NoEvents
+from prometheus_client import CollectorRegistry
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from ivr.agi.calls import AsteriskSettings, CallController, CallInfo, EventSink
 from ivr.agi.server import AgiServer
 from ivr.agi.session import AgiSession
 from ivr.check import load_hotline
 from ivr.config import ConfigError
 from ivr.core.clock import SHANGHAI
 from ivr.core.routing import Hotline
+from ivr.platform.publisher import Publisher
+from ivr.platform.sink import PublishingSink
 from ivr.settings import ControllerSettings, host_port
+from ivr.web import create_app
+from ivr.web.metrics import IndicatorCollector, LiveIndicators
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,20 @@ class LiveHotline:
             return True
 
 
+class FanOut:
+    """One call's events to several sinks; one failing sink never stops the others."""
+
+    def __init__(self, sinks: Sequence[EventSink]) -> None:
+        self.sinks = tuple(sinks)
+
+    def call_events(self, call: CallInfo, events: list[dict[str, Any]]) -> None:
+        for sink in self.sinks:
+            try:
+                sink.call_events(call, events)
+            except Exception:
+                log.exception("call %s: an event sink failed", call.call_id)
+
+
 class Controller:
     """Everything `ivr serve` runs, startable and stoppable from tests."""
 
@@ -64,15 +86,27 @@ class Controller:
         settings: ControllerSettings,
         *,
         agi_address: tuple[str, int] | None = None,
-        events: EventSink | None = None,
+        http_address: tuple[str, int] | None = None,
+        redis_url: str | None = None,
         pretend_now: datetime | None = None,
     ) -> None:
         self.live = LiveHotline(root, load_hotline(root))
+        self.registry = CollectorRegistry()
+        self.indicators = LiveIndicators()
+        self.registry.register(IndicatorCollector(self.indicators))
+        platform = settings.platform
+        spool = Path(platform.spool_dir)
+        self.publisher = Publisher(
+            redis_url or platform.redis_url,
+            spool if spool.is_absolute() else root / spool,
+            full_numbers=platform.full_numbers,
+            registry=self.registry,
+        )
         names = settings.asterisk
         self.calls = CallController(
             self.live,
             AsteriskSettings(sounds_prefix=names.sounds_prefix, dial_template=names.dial_template),
-            events or NoEvents(),
+            FanOut([PublishingSink(self.publisher), self.indicators]),
             clock=shifted_clock(pretend_now) if pretend_now else _now,
         )
         self.agi = AgiServer(
@@ -82,16 +116,29 @@ class Controller:
             max_sessions=settings.agi.max_sessions,
             on_error=_on_error,
         )
+        self.app = create_app(registry=self.registry, health=self.health)
+        self.http_address = http_address or host_port(settings.http.listen)
+        self.http: BaseWSGIServer | None = None
 
     def start(self) -> tuple[str, int]:
-        return self.agi.start()
+        address = self.agi.start()
+        self.http = make_server(*self.http_address, self.app, threaded=True)
+        threading.Thread(target=self.http.serve_forever, name="http", daemon=True).start()
+        return address
 
     def stop(self) -> None:
         self.agi.stop()
+        if self.http:
+            self.http.shutdown()
+        if not self.publisher.close(timeout=5.0):
+            log.warning("events not yet in Redis stay in the spool for the next start")
 
-    def status(self) -> dict[str, Any]:
+    def health(self) -> dict[str, Any]:
+        publisher = self.publisher.stats()
         return {
+            "ok": bool(publisher["healthy"]),
             "agi": asdict(self.agi.stats()),
+            "events": publisher,
             "reloads": self.live.reloads,
             "refused_reloads": self.live.refused,
         }
@@ -127,11 +174,9 @@ def run(controller: Controller) -> None:
     )
     host, port = controller.start()
     log.info(
-        "FastAGI controller listening on %s:%d (routes: %s)",
-        host,
-        port,
-        ", ".join(controller.calls.routes()),
-    )
+        "FastAGI controller on %s:%d (routes: %s); HTTP on %s:%d (/metrics, /healthz)",
+        host, port, ", ".join(controller.calls.routes()), *controller.http_address,
+    )  # fmt: skip
     try:
         stop.wait()
     finally:

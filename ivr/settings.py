@@ -24,9 +24,25 @@ class AsteriskNames(_Strict):
     dial_template: str = Field(default="Local/{number}@ivr-outbound", pattern=r"\{number\}")
 
 
+class PlatformSettings(_Strict):
+    """Where call events go (docs/events.md). IVR_REDIS_URL or --redis override redis_url."""
+
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://")
+    spool_dir: str = Field(default="var/spool", description="relative to the config folder")
+    full_numbers: bool = Field(
+        default=False, description="put callers' full numbers on the event streams"
+    )
+
+
+class HttpSettings(_Strict):
+    listen: str = Field(default="127.0.0.1:8080", pattern=r"^[^:\s]+:[0-9]{1,5}$")
+
+
 class ControllerSettings(_Strict):
     agi: AgiSettings = Field(default_factory=AgiSettings)
     asterisk: AsteriskNames = Field(default_factory=AsteriskNames)
+    platform: PlatformSettings = Field(default_factory=PlatformSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
 
 
 def load_settings(root: Path) -> ControllerSettings:

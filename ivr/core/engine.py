@@ -113,6 +113,7 @@ class SessionState:
     end: dict[str, str] | None = None
     steps_taken: int = 0
     connects: int = 0
+    waited_s: float = 0.0  # time spent waiting for people on connects that did not answer
     done: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -200,8 +201,15 @@ class CallSession:
         state.waiting = ""
         if waited:
             target = self._target_from_state()
-            self._event("abandoned", target_kind=target.kind, target=target.id, wait_s=wait_s)
-            state.tags["abandoned_wait_s"] = f"{wait_s:.0f}"
+            total = state.waited_s + wait_s
+            self._event(
+                "abandoned",
+                target_kind=target.kind,
+                target=target.id,
+                wait_s=wait_s,
+                total_wait_s=total,
+            )
+            state.tags["abandoned_wait_s"] = f"{total:.0f}"
             self._run_silent(ABANDONED_FLOW)
         if state.end is None:
             state.end = {"kind": "hangup", "id": "caller_hung_up"}
@@ -327,6 +335,7 @@ class CallSession:
         if result.outcome == "answered":
             self._landed(target, result)
             return self._goto(step.on.answered or self._next_of(step), origin=step.id)
+        self.state.waited_s += result.wait_s
         if step.kind != "queue":
             self._event(
                 "transfer_failed", kind=target.kind, target=target.id, outcome=result.outcome
@@ -340,11 +349,13 @@ class CallSession:
     def _landed(self, target: Target, result: ConnectResult) -> None:
         self.state.landed = {"kind": target.kind, "id": target.id}
         self.state.pending_target = None
+        # total_wait_s: from the first queue to this answer, the 15-second rate's measure
         self._event(
             "answered",
             target_kind=target.kind,
             target=target.id,
             wait_s=result.wait_s,
+            total_wait_s=self.state.waited_s + result.wait_s,
             answered_by=result.answered_by or "",
         )
         if target.kind in ("emergency", "utility", "sub_centre"):

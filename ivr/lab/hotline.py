@@ -38,6 +38,7 @@ from ivr.lab.lab import STATE_IN_ROOT, Lab, LabError, LabMark, default_root
 from ivr.render import SOUNDS
 
 AGI_PORT = 4573
+HTTP_PORT = 8089  # the lab controller's /metrics, apart from a production one on 8080
 SEAT_HOLD_S = 3.0  # a seat talks this long, then hangs up: the caller hears the survey
 
 SEATS = (
@@ -105,6 +106,8 @@ class HotlineLab:
     state_dir: Path
     agi_port: int = AGI_PORT
     pretend_now: str | None = None  # the controller's clock starts here (ISO date-time)
+    redis_url: str | None = None  # where the controller publishes (default: its config's)
+    http_port: int = HTTP_PORT
 
     @classmethod
     def create(
@@ -114,10 +117,11 @@ class HotlineLab:
         name: str = "hotline",
         agi_port: int = AGI_PORT,
         pretend_now: str | None = None,
+        redis_url: str | None = None,
     ) -> HotlineLab:
         root = Path(root or default_root())
         state = root / STATE_IN_ROOT.relative_to("/") / name
-        return cls(config, root, state, agi_port, pretend_now)
+        return cls(config, root, state, agi_port, pretend_now, redis_url)
 
     def lab(self, hotline: Hotline | None = None, **kwargs: Any) -> Lab:
         hotline = hotline or load_hotline(self.config)
@@ -172,7 +176,8 @@ class HotlineLab:
         pid = self.controller_pid()
         if pid:
             self.stop_controller()
-        pretend = ["--pretend-now", self.pretend_now] if self.pretend_now else []
+        extra = ["--pretend-now", self.pretend_now] if self.pretend_now else []
+        extra += ["--redis", self.redis_url] if self.redis_url else []
         self.controller_log.parent.mkdir(parents=True, exist_ok=True)
         self.controller_pidfile.parent.mkdir(parents=True, exist_ok=True)
         with self.controller_log.open("ab") as log:
@@ -186,7 +191,9 @@ class HotlineLab:
                     str(self.config),
                     "--agi",
                     f"127.0.0.1:{self.agi_port}",
-                    *pretend,
+                    "--http",
+                    f"127.0.0.1:{self.http_port}",
+                    *extra,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -263,6 +270,7 @@ class HotlineLab:
             "controller": {
                 "running": self.controller_pid() is not None,
                 "pid": self.controller_pid(),
+                "metrics": f"http://127.0.0.1:{self.http_port}/metrics",
                 "agi": f"127.0.0.1:{self.agi_port}",
                 "log": str(self.controller_log),
             },

@@ -9,6 +9,7 @@ refuses duplicates, the key makes the consumer safe on its own.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import redis
@@ -77,3 +78,38 @@ def read_all(
 ) -> list[tuple[str, CallEvent]]:
     """Every event still kept for `region`, oldest first (XRANGE; for audits and tests)."""
     return _decode(r.xrange(events_stream(region, prefix)))
+
+
+def iter_events(
+    r: redis.Redis,
+    region: str,
+    *,
+    since_ms: int = 0,
+    chunk: int = 5_000,
+    prefix: str = DEFAULT_PREFIX,
+) -> Iterator[CallEvent]:
+    """Every event of one region from `since_ms` (stream ids are milliseconds), oldest
+    first, read in chunks so a long stream never sits in memory whole."""
+    stream = events_stream(region, prefix)
+    start = f"{since_ms}-0"
+    while True:
+        entries = r.xrange(stream, min=start, max="+", count=chunk)
+        for _, event in _decode(entries):
+            yield event
+        if len(entries) < chunk:
+            return
+        last = _text(entries[-1][0])
+        start = f"({last}"  # exclusive: go on after the last entry read
+
+
+def as_record(event: CallEvent) -> dict[str, Any]:
+    """An event as one flat mapping: the common fields and its own."""
+    return {
+        "type": event.type,
+        "call_id": event.call_id,
+        "region": event.region,
+        "line": event.line,
+        "mode": event.mode,
+        "ts_local": event.ts_local,
+        **event.fields,
+    }

@@ -6,15 +6,19 @@ Each call is checked by what the answering SIPp received and by Asterisk's CDR.
 from __future__ import annotations
 
 import re
+import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from ivr.lab.hotline import HotlineLab
 from ivr.lab.lab import Lab, LabMark
 from ivr.paths import bundled_root
+from ivr.platform.reader import as_record, iter_events
 
 pytestmark = pytest.mark.asterisk
 
@@ -23,13 +27,50 @@ AFTER_WINDOW = "2022-03-02T10:00:00"
 
 
 @pytest.fixture(scope="module")
-def hotline_lab(lab_root: Path) -> Iterator[HotlineLab]:
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis of the tests' own for the lab controller's events."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tmp_path_factory.mktemp("redis")
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                server.kill()
+                pytest.fail("the tests' redis-server did not start")
+            time.sleep(0.05)
+    yield url
+    server.terminate()
+    server.wait(10)
+
+
+@pytest.fixture(scope="module")
+def hotline_lab(lab_root: Path, redis_url: str) -> Iterator[HotlineLab]:
     hl = HotlineLab.create(
-        bundled_root(), lab_root, name="hotline-pytest", pretend_now=INSIDE_WINDOW
-    )
+        bundled_root(), lab_root, name="hotline-pytest", pretend_now=INSIDE_WINDOW,
+        redis_url=redis_url,
+    )  # fmt: skip
     hl.up()
     yield hl
     hl.down()
+
+
+def events_of_last_call(redis_url: str, region: str) -> list[dict[str, object]]:
+    """The event records of the newest call on a region's stream."""
+    records = [as_record(e) for e in iter_events(redis.Redis.from_url(redis_url), region)]
+    last = records[-1]["call_id"]
+    return [r for r in records if r["call_id"] == last]
 
 
 @pytest.fixture
@@ -87,6 +128,16 @@ def test_12345_reaches_the_regions_seats_and_the_survey(hotline_lab: HotlineLab,
     assert "original_line=12345" in cdr["userfield"]
     # control came back after the seat hung up: the survey and its thanks were played
     assert played(hotline_lab, log_at)[-2:] == ["ivr/survey_question", "ivr/survey_thanks"]
+    # and the call went to the platform as it happened, complete and in order
+    events = wait_for_call_end(hotline_lab, "fuzhou")
+    assert [e["type"] for e in events] == [
+        "call_offered", "prompt_played", "queued", "answered", "prompt_played",
+        "survey_result", "prompt_played", "call_ended",
+    ]  # fmt: skip
+    assert events[0]["line"] == "12345" and events[0]["mode"] == "main"
+    assert events[3]["target"] == "fuzhou-12345"
+    assert events[5]["label"] == "满意"  # key 2
+    assert events[-1]["answered"] is True
 
 
 def test_pingtan_trunk_on_0591_reaches_pingtan_seats(lab: Lab) -> None:
@@ -196,6 +247,38 @@ def test_caller_hanging_up_while_queued_ends_cleanly(hotline_lab: HotlineLab, la
     assert [seat for seat, _ in landed(lab, mark)] == ["silent"]
     assert no_channels_left(lab)
     assert "outcome=hangup" in hotline_lab.controller_log.read_text().splitlines()[-1]
+    # an abandoned call: a missed-call callback task for the caller
+    events = wait_for_call_end(hotline_lab, "ningde")
+    types = [e["type"] for e in events]
+    assert "abandoned" in types and "missed_call_callback_created" in types
+    assert "answered" not in types
+    tasks = redis.Redis.from_url(hotline_lab.redis_url or "").xrange("ivr:callbacks")
+    assert any(
+        fields[b"line"] == b"12329" and fields[b"region"] == b"ningde" for _, fields in tasks
+    )
+
+
+def test_caller_hanging_up_after_talking_is_not_abandoned(
+    hotline_lab: HotlineLab, lab: Lab
+) -> None:
+    mark = lab.mark()
+    # the greeting ends near 8 s, the seat answers and talks 3 s: hang up at 10 s
+    result = lab.call("12345", hold=10.0, trunk="pingtan-trunk")
+    assert result.hung_up_by == "caller"
+    assert landed(lab, mark) == [("seats", "seats")]
+    events = wait_for_call_end(hotline_lab, "pingtan")
+    types = [e["type"] for e in events]
+    assert "answered" in types and "abandoned" not in types
+    assert events[-1]["answered"] is True
+
+
+def wait_for_call_end(hotline_lab: HotlineLab, region: str) -> list[dict[str, object]]:
+    deadline = time.monotonic() + 10
+    while True:
+        events = events_of_last_call(hotline_lab.redis_url or "", region)
+        if events[-1]["type"] == "call_ended" or time.monotonic() > deadline:
+            return events
+        time.sleep(0.2)
 
 
 def test_with_the_controller_stopped_calls_still_reach_the_12345_queue(

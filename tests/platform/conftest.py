@@ -23,7 +23,7 @@ from ivr.platform.publisher import Publisher
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RedisServer]:
     if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed")
+        pytest.fail("redis-server is not installed (scripts/test installs it)")
     workdir = tmp_path / "redis"
     workdir.mkdir()
     srv = RedisServer(workdir)

@@ -1,0 +1,236 @@
+"""The hotline's indicators, folded from call events (the stream, or live as they pass).
+
+Definitions (GB/T 33358 and common call-centre practice):
+- asked for a person: the call was queued or dialled to someone at least once;
+- answered by a person: it was answered on one of those attempts;
+- 15-second answer rate: answered within 15 s of the first queue (total_wait_s) /
+  asked for a person;
+- connection rate (电话接通率): answered by a person / asked for a person;
+- abandonment rate: hung up while waiting for a person / asked for a person;
+- wait: total_wait_s of answered calls (mean, p90);
+- transfer success rate: transferred / (transferred + transfer failed);
+- survey: how many calls gave each of the five "好差评" grades.
+
+A call is counted in the region, line and local hour of its call_offered, once it has
+ended; calls still in progress are reported apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ivr.core.clock import SHANGHAI
+
+ANSWER_WITHIN_S = 15.0
+GRADES = ("非常满意", "满意", "基本满意", "不满意", "非常不满意")
+
+
+@dataclass
+class _Call:
+    region: str
+    line: str
+    hour: str
+    asked: bool = False
+    answered: bool = False
+    wait_s: float | None = None
+    abandoned: bool = False
+    transfers_ok: int = 0
+    transfers_failed: int = 0
+    grade: str | None = None
+
+
+@dataclass
+class Bucket:
+    """Ended calls of one region, line and hour (or any coarser grouping)."""
+
+    offered: int = 0
+    asked: int = 0
+    answered: int = 0
+    answered_15s: int = 0
+    abandoned: int = 0
+    transfers_ok: int = 0
+    transfers_failed: int = 0
+    waits: list[float] = field(default_factory=list)
+    survey: Counter[str] = field(default_factory=Counter)
+
+    def add(self, call: _Call) -> None:
+        self.offered += 1
+        self.asked += call.asked
+        self.answered += call.answered
+        self.abandoned += call.abandoned
+        self.transfers_ok += call.transfers_ok
+        self.transfers_failed += call.transfers_failed
+        if call.answered and call.wait_s is not None:
+            self.waits.append(call.wait_s)
+            self.answered_15s += call.wait_s <= ANSWER_WITHIN_S
+        if call.grade:
+            self.survey[call.grade] += 1
+
+    def merge(self, other: Bucket) -> None:
+        for name in (
+            "offered",
+            "asked",
+            "answered",
+            "answered_15s",
+            "abandoned",
+            "transfers_ok",
+            "transfers_failed",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.waits += other.waits
+        self.survey.update(other.survey)
+
+    def figures(self) -> dict[str, Any]:
+        transfers = self.transfers_ok + self.transfers_failed
+        return {
+            "offered": self.offered,
+            "asked_for_person": self.asked,
+            "answered_by_person": self.answered,
+            "answer_rate_15s": _ratio(self.answered_15s, self.asked),
+            "connection_rate": _ratio(self.answered, self.asked),
+            "abandonment_rate": _ratio(self.abandoned, self.asked),
+            "wait_mean_s": round(sum(self.waits) / len(self.waits), 2) if self.waits else None,
+            "wait_p90_s": _percentile(self.waits, 0.9),
+            "transfer_success_rate": _ratio(self.transfers_ok, transfers),
+            "survey": {grade: self.survey.get(grade, 0) for grade in GRADES},
+        }
+
+
+class Indicators:
+    """Feed events in any order of calls (in order within a call); read buckets."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, _Call] = {}
+        self.buckets: dict[tuple[str, str, str], Bucket] = {}
+
+    def add(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        call_id = str(event.get("call_id", ""))
+        if kind == "call_offered":
+            self.open[call_id] = _Call(
+                str(event.get("region", "")), str(event.get("line", "")), _hour(event)
+            )
+            return
+        call = self.open.get(call_id)
+        if call is None:  # its start is older than what we read: not counted
+            return
+        if kind == "queued":
+            call.asked = True
+        elif kind == "answered" and not call.answered:
+            call.answered = True
+            call.wait_s = _number(event.get("total_wait_s", event.get("wait_s")))
+        elif kind == "abandoned":
+            call.abandoned = True
+        elif kind == "transferred":
+            call.transfers_ok += 1
+        elif kind == "transfer_failed":
+            call.transfers_failed += 1
+        elif kind == "survey_result":
+            call.grade = str(event.get("label") or event.get("grade_label") or "")
+        elif kind == "call_ended":
+            del self.open[call_id]
+            key = (call.region, call.line, call.hour)
+            self.buckets.setdefault(key, Bucket()).add(call)
+
+    def extend(self, events: Iterable[Mapping[str, Any]]) -> Indicators:
+        for event in events:
+            self.add(event)
+        return self
+
+    def rows(
+        self,
+        by: tuple[str, ...] = ("region", "line", "hour"),
+        region: str | None = None,
+        since: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Figures grouped by any of region, line and hour, oldest hour first."""
+        since_hour = since.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:00") if since else ""
+        grouped: dict[tuple[str, ...], Bucket] = {}
+        for (r, line, hour), bucket in self.buckets.items():
+            if (region and r != region) or hour < since_hour:
+                continue
+            values = {"region": r, "line": line, "hour": hour}
+            key = tuple(values[name] for name in by)
+            grouped.setdefault(key, Bucket()).merge(bucket)
+        return [
+            {**dict(zip(by, key, strict=True)), **bucket.figures()}
+            for key, bucket in sorted(grouped.items())
+        ]
+
+
+def _hour(event: Mapping[str, Any]) -> str:
+    stamp = event.get("ts_local") or event.get("ts_utc")
+    try:
+        moment = datetime.fromisoformat(str(stamp)).astimezone(SHANGHAI)
+    except ValueError:
+        return "unknown"
+    return moment.strftime("%Y-%m-%d %H:00")
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile: the smallest wait that q of the calls did not exceed."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)], 2)
+
+
+def render_table(rows: list[dict[str, Any]], by: tuple[str, ...]) -> str:
+    """The rows as a fixed-width table for a terminal."""
+    columns = [
+        *by,
+        "offered",
+        "asked_for_person",
+        "answered_by_person",
+        "answer_rate_15s",
+        "connection_rate",
+        "abandonment_rate",
+        "wait_mean_s",
+        "wait_p90_s",
+        "transfer_success_rate",
+        "survey",
+    ]
+    heads = {
+        "asked_for_person": "asked",
+        "answered_by_person": "answered",
+        "answer_rate_15s": "15s_rate",
+        "connection_rate": "connected",
+        "abandonment_rate": "abandoned",
+        "wait_mean_s": "wait_mean",
+        "wait_p90_s": "wait_p90",
+        "transfer_success_rate": "transfer_ok",
+        "survey": "survey 5/4/3/2/1",
+    }
+
+    def cell(row: dict[str, Any], name: str) -> str:
+        value = row[name]
+        if name == "survey":
+            return "/".join(str(value[g]) for g in GRADES)
+        if value is None:
+            return "-"
+        if "rate" in name:
+            return f"{value:.1%}"
+        return str(value)
+
+    table = [[heads.get(c, c) for c in columns]] + [[cell(r, c) for c in columns] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in table
+    )

@@ -1,0 +1,23 @@
+"""The controller's HTTP side: an app factory with one blueprint per concern.
+
+`create_app()` builds the Flask app that `ivr serve --http` runs (and gunicorn can run
+in production): /metrics for Prometheus and /healthz for load balancers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from ivr.web.metrics import metrics
+
+
+def create_app(**extensions: Any) -> Flask:
+    """``extensions`` are what the blueprints need, kept in ``app.extensions['ivr']``:
+    ``registry`` (a prometheus_client CollectorRegistry) and ``health`` (a callable
+    returning a dict; a false ``ok`` in it gives 503)."""
+    app = Flask("ivr")
+    app.extensions["ivr"] = extensions
+    app.register_blueprint(metrics)
+    return app

@@ -1,0 +1,100 @@
+"""/metrics (Prometheus) and /healthz. Labels carry regions and lines, never numbers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ivr.core.clock import SHANGHAI
+from ivr.indicators import GRADES, Indicators
+
+metrics = Blueprint("metrics", __name__)
+
+
+@metrics.get("/metrics")
+def prometheus() -> Response:
+    registry: CollectorRegistry = current_app.extensions["ivr"]["registry"]
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+@metrics.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    health = current_app.extensions["ivr"].get("health")
+    report: dict[str, Any] = health() if health else {"ok": True}
+    return jsonify(report), 200 if report.get("ok", True) else 503
+
+
+class LiveIndicators:
+    """An event sink that folds every call's events as they pass, for /metrics."""
+
+    def __init__(self) -> None:
+        self.indicators = Indicators()
+        self.lock = threading.Lock()
+
+    def call_events(self, call: Any, events: list[dict[str, Any]]) -> None:
+        stamp = datetime.now(SHANGHAI).isoformat()
+        with self.lock:
+            for raw in events:
+                event = {
+                    **raw,
+                    "call_id": call.call_id,
+                    "region": call.route.region,
+                    "line": call.route.line,
+                    "ts_local": stamp,
+                }
+                if raw.get("type") == "survey_result":
+                    event["label"] = raw.get("grade")  # the engine names the grade itself
+                self.indicators.add(event)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return self.indicators.rows(by=("region", "line"))
+
+
+class IndicatorCollector(Collector):
+    """The indicators per region and line since the controller started."""
+
+    def __init__(self, live: LiveIndicators) -> None:
+        self.live = live
+
+    def collect(self) -> Iterator[Any]:
+        rows = self.live.snapshot()
+        labels = ["region", "line"]
+        counters = {
+            "offered": "calls offered",
+            "asked_for_person": "calls that asked for a person",
+            "answered_by_person": "calls answered by a person",
+        }
+        for name, doc in counters.items():
+            family = CounterMetricFamily(f"ivr_calls_{name}", doc, labels=labels)
+            for row in rows:
+                family.add_metric([row["region"], row["line"]], row[name])
+            yield family
+        gauges = {
+            "answer_rate_15s": "answered within 15 s / asked for a person",
+            "connection_rate": "answered by a person / asked for a person (GB/T 33358)",
+            "abandonment_rate": "hung up while waiting / asked for a person",
+            "wait_mean_s": "mean wait of answered calls, seconds",
+            "wait_p90_s": "90th percentile wait of answered calls, seconds",
+            "transfer_success_rate": "transferred / transfers tried",
+        }
+        for name, doc in gauges.items():
+            family = GaugeMetricFamily(f"ivr_{name}", doc, labels=labels)
+            for row in rows:
+                if row[name] is not None:
+                    family.add_metric([row["region"], row["line"]], row[name])
+            yield family
+        survey = CounterMetricFamily(
+            "ivr_survey_results", "好差评 results by grade", labels=[*labels, "grade"]
+        )
+        for row in rows:
+            for grade in GRADES:
+                survey.add_metric([row["region"], row["line"], grade], row["survey"][grade])
+        yield survey

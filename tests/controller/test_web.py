@@ -1,0 +1,64 @@
+"""/metrics and /healthz, through Flask's test client."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry
+
+from ivr.agi.calls import CallInfo
+from ivr.core.clock import SHANGHAI
+from ivr.core.engine import CallSession, Connect, ConnectResult, HangUp
+from ivr.core.routing import Call, Hotline
+from ivr.web import create_app
+from ivr.web.metrics import IndicatorCollector, LiveIndicators
+
+
+def run_call(hotline: Hotline, sink: LiveIndicators, n: int, outcome: str, key: str = "") -> None:
+    call = Call(
+        "12345",
+        datetime(2024, 6, 3, 10, tzinfo=SHANGHAI),
+        caller="13912340000",
+        region="xiamen",
+        call_id=f"c{n}",
+    )
+    route = hotline.route(call)
+    info = CallInfo(call.call_id, call.caller, route)
+    session, instruction = CallSession.start(hotline, route)
+    while not isinstance(instruction, HangUp):
+        if isinstance(instruction, Connect):
+            if outcome == "abandon":
+                session.caller_hung_up(wait_s=40.0)
+                break
+            instruction = session.resume(ConnectResult("answered", wait_s=float(n * 10)))
+        else:
+            instruction = session.resume(key or None)
+        sink.call_events(info, session.take_events())
+    sink.call_events(info, session.take_events())
+
+
+def test_metrics_expose_the_indicators(hotline: Hotline) -> None:
+    live = LiveIndicators()
+    run_call(hotline, live, 1, "answer", key="1")  # 10 s wait, survey key 1: 非常满意
+    run_call(hotline, live, 2, "answer")  # 20 s wait
+    run_call(hotline, live, 3, "abandon")
+    registry = CollectorRegistry()
+    registry.register(IndicatorCollector(live))
+    client = create_app(registry=registry).test_client()
+    body = client.get("/metrics").get_data(as_text=True)
+    labels = 'line="12345",region="xiamen"'
+    assert f"ivr_calls_offered_total{{{labels}}} 3.0" in body
+    assert f"ivr_calls_answered_by_person_total{{{labels}}} 2.0" in body
+    assert f"ivr_answer_rate_15s{{{labels}}} 0.3333" in body
+    assert f"ivr_connection_rate{{{labels}}} 0.6667" in body
+    assert f"ivr_abandonment_rate{{{labels}}} 0.3333" in body
+    assert 'ivr_survey_results_total{grade="非常满意",line="12345",region="xiamen"} 1.0' in body
+    assert "13912340000" not in body and "1391" not in body
+
+
+def test_healthz_is_503_when_unhealthy() -> None:
+    app = create_app(registry=CollectorRegistry(), health=lambda: {"ok": False, "why": "spool"})
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503 and response.get_json()["why"] == "spool"
+    ok = create_app(registry=CollectorRegistry(), health=lambda: {"ok": True})
+    assert ok.test_client().get("/healthz").status_code == 200

@@ -1,0 +1,125 @@
+"""The indicators on a known set of calls, computed by hand."""
+
+from __future__ import annotations
+
+from ivr.indicators import Indicators, render_table
+
+T = "2024-06-03T10:{:02d}:00+08:00"
+
+
+def call(call_id: str, *events: tuple[str, dict], line: str = "12345", minute: int = 5):
+    yield {
+        "type": "call_offered",
+        "call_id": call_id,
+        "region": "fuzhou",
+        "line": line,
+        "ts_local": T.format(minute),
+    }
+    for kind, fields in events:
+        yield {
+            "type": kind,
+            "call_id": call_id,
+            "region": "fuzhou",
+            "line": line,
+            "ts_local": T.format(minute),
+            **fields,
+        }
+
+
+KNOWN = [
+    # answered in 5 s, very satisfied
+    *call(
+        "c1",
+        ("queued", {}),
+        ("answered", {"wait_s": 5.0, "total_wait_s": 5.0}),
+        ("survey_result", {"label": "非常满意", "grade": 5}),
+        ("call_ended", {}),
+    ),
+    # answered in 20 s: answered, but not within 15 s
+    *call(
+        "c2",
+        ("queued", {}),
+        ("answered", {"wait_s": 20.0, "total_wait_s": 20.0}),
+        ("call_ended", {}),
+    ),
+    # gave up after 30 s
+    *call("c3", ("queued", {}), ("abandoned", {"wait_s": 30.0}), ("call_ended", {})),
+    # a retired line's announcement: never asked for a person
+    *call("c4", ("call_ended", {})),
+    # sub-centre failed, then 12345 answered: 40 s in all though 8 s on the last queue
+    *call(
+        "c5",
+        ("queued", {}),
+        ("transfer_failed", {}),
+        ("queued", {}),
+        ("answered", {"wait_s": 8.0, "total_wait_s": 40.0}),
+        ("survey_result", {"label": "不满意", "grade": 2}),
+        ("call_ended", {}),
+    ),
+    # one-key to 110, answered in 2 s
+    *call(
+        "c6",
+        ("queued", {}),
+        ("answered", {"wait_s": 2.0, "total_wait_s": 2.0}),
+        ("transferred", {}),
+        ("call_ended", {}),
+    ),
+    # still in progress: not counted
+    *call("c7", ("queued", {})),
+    # another line, another hour
+    *call(
+        "d1",
+        ("queued", {}),
+        ("answered", {"wait_s": 1.0, "total_wait_s": 1.0}),
+        ("call_ended", {}),
+        line="12358",
+        minute=59,
+    ),
+]
+
+
+def test_indicators_match_hand_computed_values() -> None:
+    indicators = Indicators().extend(KNOWN)
+    (row,) = indicators.rows(by=("region", "line"), region="fuzhou")[:1]
+    assert row["line"] == "12345"
+    assert row["offered"] == 6
+    assert row["asked_for_person"] == 5
+    assert row["answered_by_person"] == 4
+    assert row["answer_rate_15s"] == 0.4  # c1 and c6 of five that asked
+    assert row["connection_rate"] == 0.8
+    assert row["abandonment_rate"] == 0.2
+    assert row["wait_mean_s"] == 16.75  # (5 + 20 + 40 + 2) / 4
+    assert row["wait_p90_s"] == 40.0
+    assert row["transfer_success_rate"] == 0.5
+    assert row["survey"] == {"非常满意": 1, "满意": 0, "基本满意": 0, "不满意": 1, "非常不满意": 0}
+    assert list(indicators.open) == ["c7"]
+
+
+def test_grouping_by_region_merges_lines() -> None:
+    (row,) = Indicators().extend(KNOWN).rows(by=("region",))
+    assert (row["offered"], row["answered_by_person"], row["answer_rate_15s"]) == (7, 5, 0.5)
+
+
+def test_hours_are_local_and_since_filters_them() -> None:
+    indicators = Indicators().extend(KNOWN)
+    hours = {row["hour"] for row in indicators.rows()}
+    assert hours == {"2024-06-03 10:00"}
+    from datetime import datetime
+
+    from ivr.core.clock import SHANGHAI
+
+    assert indicators.rows(since=datetime(2024, 6, 3, 11, tzinfo=SHANGHAI)) == []
+
+
+def test_no_calls_gives_no_rates_not_zero() -> None:
+    indicators = Indicators().extend(call("x", ("call_ended", {})))
+    (row,) = indicators.rows(by=("line",))
+    assert row["connection_rate"] is None and row["wait_mean_s"] is None
+
+
+def test_table_renders_rates_as_percentages() -> None:
+    text = render_table(Indicators().extend(KNOWN).rows(by=("line",)), ("line",))
+    header, first, second = text.splitlines()
+    assert header.split()[:4] == ["line", "offered", "asked", "answered"]
+    assert "40.0%" in first and "80.0%" in first and "1/0/0/1/0" in first
+    assert second.startswith("12358")
