@@ -213,7 +213,10 @@ class _Channel:
 
     def connect(self, connect: Connect) -> ConnectResult:
         agi = self.agi
-        self._set({var.TAGS: var.tags_value(connect.tags)})
+        call = var.tags_value({"line": self.route.line, "region": self.route.region,
+                               "mode": self.route.mode.value, "route": connect.flow,
+                               **connect.tags})  # fmt: skip
+        self._set({var.CALL: call, var.CDR_TAGS: call})
         timeout = connect.timeout
         block = (timeout + 30.0) if timeout else _NO_TIMEOUT_CAP
         self.connect_started = time.monotonic()

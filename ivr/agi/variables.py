@@ -10,10 +10,12 @@ from __future__ import annotations
 TRUNK = "IVR_TRUNK"
 FALLBACK_QUEUE = "IVR_FALLBACK_QUEUE"  # the region's 12345 seats; the controller may refine it
 
-# Set by the controller before a queue or dial: the call's tags from the dialplan
-# (original_line, merge_mode, …) as "key=value;key=value" in the CDR's userfield, one
-# round trip for all; seats' screen pops read it as ${CDR(userfield)}.
-TAGS = "CDR(userfield)"
+# Set by the controller before a queue or dial: what the call is (line, region, mode,
+# route: the flow it is in) and its tags from the dialplan (original_line, merge_mode,
+# …), as "key=value;key=value". IVR_CALL is inherited (the "__" prefix) by the seat's
+# channel for its screen pop; the CDR's userfield keeps the same for reports.
+CALL = "__IVR_CALL"
+CDR_TAGS = "CDR(userfield)"
 
 # Set when the controller gives up on a call (a failure of ours); the glue then queues
 # the caller to FALLBACK_QUEUE, as it does whenever AGI() returns with the caller on.

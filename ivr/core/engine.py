@@ -72,6 +72,7 @@ class Connect:
     via: str  # queue | dial | transfer
     method: str | None = None  # one_key | three_way for a transfer
     tags: dict[str, str] = field(default_factory=dict)
+    flow: str = ""  # the flow the call is in: reported with the call as its route
 
 
 @dataclass(frozen=True)
@@ -327,7 +328,7 @@ class CallSession:
         state.connects += 1
         self._event("queued", via=step.kind, target_kind=target.kind, target=target.id)
         method = step.method if isinstance(step, Transfer) else None
-        return _Stop(Connect(target, timeout, step.kind, method, dict(state.tags)))
+        return _Stop(Connect(target, timeout, step.kind, method, dict(state.tags), state.flow))
 
     def _connected(self, step: Step, result: ConnectResult) -> Instruction:
         assert isinstance(step, Queue | Dial | Transfer)
@@ -402,7 +403,7 @@ class CallSession:
         self.state.waiting = "last_resort"
         self.state.connects += 1
         self._event("queued", via="queue", target_kind="seats", target=target.id)
-        return Connect(target, None, "queue", None, dict(self.state.tags))
+        return Connect(target, None, "queue", None, dict(self.state.tags), self.state.flow)
 
     # -- helpers -----------------------------------------------------------------
 

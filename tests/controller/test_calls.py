@@ -133,7 +133,8 @@ def test_12345_call_answers_greets_queues_and_surveys(controller, recorder: Reco
     assert commands == [
         "ANSWER",
         'STREAM FILE ivr/greeting_12345 "120" 0',
-        'SET VARIABLE "CDR(userfield)" "merge_mode=main;original_line=12345"',
+        'SET VARIABLE "__IVR_CALL" "line=12345;merge_mode=main;mode=main;original_line=12345;region=xiamen;route=main"',
+        'SET VARIABLE "CDR(userfield)" "line=12345;merge_mode=main;mode=main;original_line=12345;region=xiamen;route=main"',
         'EXEC Queue "xiamen-12345,c,,,60"',
         'GET FULL VARIABLE "${QUEUESTATUS}|${ABANDONED}|${QEHOLDTIME}|${MEMBERNAME}"',
         "GET DATA ivr/survey_question 8000 1",
@@ -152,8 +153,8 @@ def test_retired_line_plays_its_own_transition_prompt(controller) -> None:
     commands = run_call(controller, asterisk(), agi_dnid="12358", agi_arg_1="fuzhou-ct")
     assert 'STREAM FILE ivr/transition_notice-12358 "" 0' in commands
     assert (
-        'SET VARIABLE "CDR(userfield)" "merge_mode=whole_merge;original_line=12358;'
-        'original_line_name=价格监督"'
+        'SET VARIABLE "CDR(userfield)" "line=12358;merge_mode=whole_merge;mode=whole_merge;'
+        'original_line=12358;original_line_name=价格监督;region=fuzhou;route=retired_line"'
     ) in commands
 
 
