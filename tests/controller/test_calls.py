@@ -123,6 +123,9 @@ def run_call(
     return commands
 
 
+CALL = "line=12345;merge_mode=main;mode=main;original_line=12345;region=xiamen;route=main"
+
+
 def test_12345_call_answers_greets_queues_and_surveys(controller, recorder: Recorder) -> None:
     commands = run_call(
         controller,
@@ -133,8 +136,8 @@ def test_12345_call_answers_greets_queues_and_surveys(controller, recorder: Reco
     assert commands == [
         "ANSWER",
         'STREAM FILE ivr/greeting_12345 "120" 0',
-        'SET VARIABLE "__IVR_CALL" "line=12345;merge_mode=main;mode=main;original_line=12345;region=xiamen;route=main"',
-        'SET VARIABLE "CDR(userfield)" "line=12345;merge_mode=main;mode=main;original_line=12345;region=xiamen;route=main"',
+        f'SET VARIABLE "__IVR_CALL" "{CALL}"',
+        f'SET VARIABLE "CDR(userfield)" "{CALL}"',
         'EXEC Queue "xiamen-12345,c,,,60"',
         'GET FULL VARIABLE "${QUEUESTATUS}|${ABANDONED}|${QEHOLDTIME}|${MEMBERNAME}"',
         "GET DATA ivr/survey_question 8000 1",
