@@ -13,11 +13,15 @@ five commands (ANSWER, SET VARIABLE x2, STREAM FILE, EXEC Dial) with
 Compared in one run, each server in its own process so the generator (one
 core) and the server do not share a GIL:
 
+- controller: the real controller (`ivr serve`'s incoming_call route, the
+  routing core and, with --events URL, publishing every event to Redis) taking
+  a 12345 call: greeting, queue, survey, hang-up (nine commands);
+- asyncio-12345: a minimal hand-written asyncio responder sending the same nine;
 - ours: `ivr.agi.AgiServer` with a trivial handler sending the five commands;
 - asyncio: a minimal hand-written asyncio responder sending the same five.
 
-Usage: python bench/agi_load.py [--sessions 50] [--rate 500] [--duration 4]
-       [--servers ours,asyncio] [--server-log-level WARNING]
+Usage: python bench/agi_load.py [--sessions 50] [--rate 200] [--duration 4]
+       [--servers controller,asyncio-12345,ours,asyncio] [--events redis://…]
 """
 
 from __future__ import annotations
@@ -71,6 +75,43 @@ COMMANDS = [
 ]
 CALL_TIMEOUT = 5.0
 
+# The controller's 12345 call, as the glue starts it (trunk, no region, the trunk's
+# seats as fallback), and the nine commands the controller sends for it when the seat
+# answers and the caller gives no survey key.
+CONTROLLER_ENV = ENV.replace(b"agi_network_script: bench", b"agi_network_script: incoming_call")
+CONTROLLER_ENV = (
+    CONTROLLER_ENV[:-1] + b"agi_arg_1: fuzhou-ct\nagi_arg_2: \nagi_arg_3: fuzhou-12345\n\n"
+)
+_CALL = b"line=12345;merge_mode=main;mode=main;original_line=12345;region=fuzhou;route=main"
+CONTROLLER_COMMANDS = [
+    b"ANSWER\n",
+    b'STREAM FILE ivr/greeting_12345 "120" 0\n',
+    b'SET VARIABLE "__IVR_CALL" "' + _CALL + b'"\n',
+    b'SET VARIABLE "CDR(userfield)" "' + _CALL + b'"\n',
+    b'EXEC Queue "fuzhou-12345,c,,,60"\n',
+    b'GET FULL VARIABLE "${QUEUESTATUS}|${ABANDONED}|${QEHOLDTIME}|${MEMBERNAME}"\n',
+    b"GET DATA ivr/survey_question 8000 1\n",
+    b'STREAM FILE ivr/survey_thanks "" 0\n',
+    b"HANGUP\n",
+]
+SCRIPTS = {  # server kind -> (environment block, commands it must send)
+    "ours": (ENV, COMMANDS),
+    "asyncio": (ENV, COMMANDS),
+    "controller": (CONTROLLER_ENV, CONTROLLER_COMMANDS),
+    "asyncio-12345": (CONTROLLER_ENV, CONTROLLER_COMMANDS),
+}
+
+
+def reply_to(line: bytes) -> bytes:
+    """What Asterisk answers: digits for nobody, the seat answered after 3 s."""
+    if line.startswith(b"STREAM"):
+        return b"200 result=0 endpos=8000\n"
+    if line.startswith(b"GET FULL VARIABLE"):
+        return b"200 result=1 (||3|seat-1)\n"
+    if line.startswith(b"GET DATA"):
+        return b"200 result= (timeout)\n"
+    return b"200 result=0\n"
+
 
 # --------------------------------------------------------------- servers
 
@@ -97,22 +138,55 @@ def serve_ours(log_level: str) -> None:
     server.stop(grace=2.0)
 
 
-async def _minimal_responder(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while (line := await reader.readline()) not in (b"\n", b""):
-            pass
-        if line:
-            for command in COMMANDS:
-                writer.write(command)
-                if not (await reader.readline()).startswith(b"200"):
-                    break
-    finally:
-        writer.close()
+def serve_controller(log_level: str, events_url: str | None) -> None:
+    """The real controller: the incoming_call route over the bundled configuration."""
+    import tempfile
+
+    from ivr.agi import AgiServer
+    from ivr.agi.calls import CallController, NoEvents
+    from ivr.check import load_hotline
+    from ivr.paths import bundled_root
+
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s %(message)s")
+    hotline = load_hotline(bundled_root())
+    events: Any = NoEvents()
+    publisher = None
+    spool = tempfile.TemporaryDirectory()
+    if events_url:
+        from ivr.platform.publisher import Publisher
+        from ivr.platform.sink import PublishingSink
+
+        publisher = Publisher(events_url, spool.name)
+        events = PublishingSink(publisher)
+    calls = CallController(lambda: hotline, events=events)
+    server = AgiServer(("127.0.0.1", 0), calls.routes(), max_sessions=5000)
+    port = server.start()[1]
+    _announce_and_wait(port)
+    server.stop(grace=2.0)
+    if publisher is not None:
+        publisher.close(5.0)
+    spool.cleanup()
 
 
-def serve_asyncio() -> None:
+def _responder(commands: list[bytes]) -> Any:
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while (line := await reader.readline()) not in (b"\n", b""):
+                pass
+            if line:
+                for command in commands:
+                    writer.write(command)
+                    if not (await reader.readline()).startswith(b"200"):
+                        break
+        finally:
+            writer.close()
+
+    return respond
+
+
+def serve_asyncio(commands: list[bytes]) -> None:
     async def main() -> None:
-        server = await asyncio.start_server(_minimal_responder, "127.0.0.1", 0, backlog=1024)
+        server = await asyncio.start_server(_responder(commands), "127.0.0.1", 0, backlog=1024)
         port = server.sockets[0].getsockname()[1]
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, _announce_and_wait, port)
@@ -139,7 +213,9 @@ class Result:
     started: int = 0
 
 
-async def one_call(port: int, result: Result, scheduled: float | None = None) -> None:
+async def one_call(
+    port: int, result: Result, scheduled: float | None = None, kind: str = "ours"
+) -> None:
     """One call; latency runs from `scheduled` when given (open loop), so a
     generator that falls behind its schedule shows up in the figures instead
     of hiding the queueing (coordinated omission)."""
@@ -149,16 +225,13 @@ async def one_call(port: int, result: Result, scheduled: float | None = None) ->
         async with asyncio.timeout(CALL_TIMEOUT):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             result.connect_waits.append(time.perf_counter() - start)
-            writer.write(ENV)
+            env, expected = SCRIPTS[kind]
+            writer.write(env)
             commands = 0
             while line := await reader.readline():
                 commands += 1
-                writer.write(
-                    b"200 result=0 endpos=8000\n"
-                    if line.startswith(b"STREAM")
-                    else b"200 result=0\n"
-                )
-        if commands != len(COMMANDS):
+                writer.write(reply_to(line))
+        if commands != len(expected):
             result.failures += 1
             return
         result.latencies.append(time.perf_counter() - (scheduled or start))
@@ -169,14 +242,14 @@ async def one_call(port: int, result: Result, scheduled: float | None = None) ->
             writer.close()
 
 
-async def closed_loop(port: int, sessions: int, duration: float) -> Result:
+async def closed_loop(port: int, sessions: int, duration: float, kind: str) -> Result:
     result = Result()
     end = time.perf_counter() + duration
 
     async def worker() -> None:
         while time.perf_counter() < end:
             result.started += 1
-            await one_call(port, result)
+            await one_call(port, result, kind=kind)
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(sessions)))
@@ -184,7 +257,7 @@ async def closed_loop(port: int, sessions: int, duration: float) -> Result:
     return result
 
 
-async def open_loop(port: int, rate: float, duration: float) -> Result:
+async def open_loop(port: int, rate: float, duration: float, kind: str) -> Result:
     result = Result()
     tasks: set[asyncio.Task[None]] = set()
     start = time.perf_counter()
@@ -194,7 +267,7 @@ async def open_loop(port: int, rate: float, duration: float) -> Result:
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        task = asyncio.create_task(one_call(port, result, due))
+        task = asyncio.create_task(one_call(port, result, due, kind))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         result.started += 1
@@ -222,9 +295,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def spawn(kind: str, log_level: str) -> tuple[subprocess.Popen[str], int]:
+def spawn(kind: str, log_level: str, events: str | None) -> tuple[subprocess.Popen[str], int]:
+    extra = ["--events", events] if events else []
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, "--server-log-level", log_level],
+        [sys.executable, __file__, "--serve", kind, "--server-log-level", log_level, *extra],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -255,7 +329,7 @@ def row(kind: str, mode: str, r: Result, cpu: float | None) -> str:
     p50, p99 = (1000 * percentile(r.latencies, q) for q in (0.5, 0.99))
     conn_max = 1000 * max(r.connect_waits, default=float("nan"))
     return (
-        f"{kind:<8} {mode:<16} {ok:>7} {ok / r.elapsed:>8.0f} {p50:>7.2f} {p99:>7.2f} "
+        f"{kind:<13} {mode:<16} {ok:>7} {ok / r.elapsed:>8.0f} {p50:>7.2f} {p99:>7.2f} "
         f"{conn_max:>8.2f} {r.failures:>6} {cpu_pct} {cpu_call}"
     )
 
@@ -274,9 +348,16 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=50, help="closed-loop concurrency")
-    parser.add_argument("--rate", type=float, default=500.0, help="open-loop calls per second")
+    parser.add_argument("--rate", type=float, default=200.0, help="open-loop calls per second")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per measurement")
-    parser.add_argument("--servers", default="ours,asyncio", help="comma list: ours,asyncio")
+    parser.add_argument(
+        "--servers",
+        default="controller,asyncio-12345,ours,asyncio",
+        help="comma list of: " + ", ".join(SCRIPTS),
+    )
+    parser.add_argument(
+        "--events", metavar="URL", help="the controller publishes its events to this Redis"
+    )
     parser.add_argument(
         "--repeat",
         type=int,
@@ -284,33 +365,38 @@ def main() -> None:
         help="rounds, servers alternating (a shared machine is noisy)",
     )
     parser.add_argument("--server-log-level", default="WARNING", help="logging level for ours")
-    parser.add_argument("--serve", choices=["ours", "asyncio"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=list(SCRIPTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.serve == "ours":
         serve_ours(args.server_log_level)
         return
-    if args.serve == "asyncio":
-        serve_asyncio()
+    if args.serve == "controller":
+        serve_controller(args.server_log_level, args.events)
+        return
+    if args.serve in ("asyncio", "asyncio-12345"):
+        serve_asyncio(SCRIPTS[args.serve][1])
         return
 
     print(
-        f"# FastAGI load on 127.0.0.1, 5 commands/call, {os.cpu_count()} CPUs, Python "
+        f"# FastAGI load on 127.0.0.1, {os.cpu_count()} CPUs, Python "
         f"{sys.version.split()[0]}; closed loop {args.sessions} sessions, "
         f"open loop {args.rate:g}/s; {args.duration:g} s each"
     )
     print(
-        f"{'server':<8} {'mode':<16} {'calls':>7} {'calls/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'server':<13} {'mode':<16} {'calls':>7} {'calls/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'conn max':>8} {'failed':>6} {'srv CPU%':>8} {'srv ms/call':>11}"
     )
     kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
+    if args.events:
+        print(f"# the controller publishes every call's events to {args.events}")
     for kind in kinds * args.repeat:
-        proc, port = spawn(kind, args.server_log_level)
+        proc, port = spawn(kind, args.server_log_level, args.events)
         try:
             mode = f"closed N={args.sessions}"
-            measure(kind, mode, proc, closed_loop(port, args.sessions, args.duration))
+            measure(kind, mode, proc, closed_loop(port, args.sessions, args.duration, kind))
             mode = f"open R={args.rate:g}/s"
-            measure(kind, mode, proc, open_loop(port, args.rate, args.duration))
+            measure(kind, mode, proc, open_loop(port, args.rate, args.duration, kind))
         finally:
             stop(proc)
 

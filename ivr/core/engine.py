@@ -126,9 +126,18 @@ class SessionState:
 
 
 def route_to_dict(route: Route) -> dict[str, Any]:
-    data = asdict(route)
-    data["mode"] = route.mode.value
-    return data
+    # By hand, not dataclasses.asdict: this runs for every call and asdict deep-copies.
+    return {
+        "line": route.line,
+        "mode": route.mode.value,
+        "region": route.region,
+        "region_source": route.region_source,
+        "flow": route.flow,
+        "known": route.known,
+        "facts": dict(route.facts),
+        "line_name": route.line_name,
+        "department": route.department,
+    }
 
 
 def route_from_dict(data: dict[str, Any]) -> Route:
@@ -324,7 +333,7 @@ class CallSession:
         if timeout == "answer_timeout":
             timeout = self.hotline.directory.answer_timeout(route.line)
         state.waiting = "connect"
-        state.pending_target = asdict(target)
+        state.pending_target = _target_dict(target)
         state.connects += 1
         self._event("queued", via=step.kind, target_kind=target.kind, target=target.id)
         method = step.method if isinstance(step, Transfer) else None
@@ -399,7 +408,7 @@ class CallSession:
         """The fallback flow itself failed: queue to the seats with no timeout, then end."""
         region = self.hotline.directory.regions[self.route.region]
         target = Target("seats", region.seats, queue=region.seats)
-        self.state.pending_target = asdict(target)
+        self.state.pending_target = _target_dict(target)
         self.state.waiting = "last_resort"
         self.state.connects += 1
         self._event("queued", via="queue", target_kind="seats", target=target.id)
@@ -449,6 +458,10 @@ class CallSession:
 
     def _event(self, event_type: str, /, **fields: Any) -> None:
         self.events.append({"type": event_type, **fields})
+
+
+def _target_dict(target: Target) -> dict[str, Any]:
+    return {"kind": target.kind, "id": target.id, "queue": target.queue, "number": target.number}
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 PromptKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
 
@@ -27,5 +27,13 @@ class Catalog(BaseModel):
 
     prompts: dict[PromptKey, Prompt]
 
+    _transition: frozenset[str] = PrivateAttr(default=frozenset())
+
+    def model_post_init(self, context: object, /) -> None:
+        # Asked for every prompt of every call; a loaded catalog never changes.
+        self._transition = frozenset(
+            pid for pid, prompt in self.prompts.items() if prompt.transition
+        )
+
     def transition_ids(self) -> frozenset[str]:
-        return frozenset(pid for pid, prompt in self.prompts.items() if prompt.transition)
+        return self._transition
