@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -74,6 +75,7 @@ COMMANDS = [
     b'EXEC Dial "PJSIP/seat1,30"\n',
 ]
 CALL_TIMEOUT = 5.0
+_CALL_IDS = itertools.count(1)
 
 # The controller's 12345 call, as the glue starts it (trunk, no region, the trunk's
 # seats as fallback), and the nine commands the controller sends for it when the seat
@@ -226,7 +228,8 @@ async def one_call(
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             result.connect_waits.append(time.perf_counter() - start)
             env, expected = SCRIPTS[kind]
-            writer.write(env)
+            # every call its own uniqueid, as Asterisk gives: events are keyed by it
+            writer.write(env.replace(b"1732612345.17", f"1732612345.{next(_CALL_IDS)}".encode()))
             commands = 0
             while line := await reader.readline():
                 commands += 1

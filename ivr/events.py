@@ -348,7 +348,14 @@ class CallEvent:
             fields=fields,
         )
         event.validate()
+        # Frozen and checked: the publisher need not check it again on the call's time.
+        object.__setattr__(event, "_checked", True)
         return event
+
+    @property
+    def checked(self) -> bool:
+        """Built by make(), so already validated (and frozen since)."""
+        return getattr(self, "_checked", False)
 
     @property
     def event_id(self) -> str:
