@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, model_validator
 
 StepId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", description="a step's name")]
 FlowId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", description="a flow's name")]
@@ -222,17 +222,23 @@ class Flow(BaseModel):
     def start(self) -> str:
         return self.steps[0].id
 
+    # Looked up on every step of every call: indexed once when the flow is loaded.
+    _by_id: dict[str, Step] = PrivateAttr(default_factory=dict)
+    _after: dict[str, str | None] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: object, /) -> None:
+        ids = [s.id for s in self.steps]
+        for step in reversed(self.steps):  # the first of a duplicated id wins, as before
+            self._by_id[step.id] = step
+        for index in reversed(range(len(ids))):
+            self._after[ids[index]] = ids[index + 1] if index + 1 < len(ids) else None
+
     def step(self, step_id: str) -> Step:
-        for candidate in self.steps:
-            if candidate.id == step_id:
-                return candidate
-        raise KeyError(step_id)
+        return self._by_id[step_id]
 
     def following(self, step_id: str) -> str | None:
         """The step written after ``step_id``: where a step without ``next`` goes."""
-        ids = [s.id for s in self.steps]
-        index = ids.index(step_id)
-        return ids[index + 1] if index + 1 < len(ids) else None
+        return self._after[step_id]
 
 
 def edges(step: Step, following: str | None) -> list[str]:
