@@ -1,0 +1,429 @@
+"""Twilio webhook benchmark: requests per second and latency under gunicorn.
+
+Two apps, each under gunicorn (2 sync workers by default) on a free loopback port,
+loaded in turn by the same client for the same time:
+
+- webhooks: `ivr.twilio.wsgi:create_webhook_app()`, the production app: signature
+  checked on every request, call state in a private Redis, events published to it.
+  Each simulated call is five webhooks, as Twilio sends them for a 12345 call:
+  incoming call (greeting Gather), no key (Enqueue), bridged (survey Gather), key 1
+  (thanks, Hangup), status callback.
+- static: a Flask endpoint returning a fixed TwiML document (this module's
+  `static_app`), the ceiling for a Flask app under the same gunicorn.
+
+The client is several processes of threads on http.client, one connection per
+request (gunicorn's sync workers close it anyway); it signs and parses every request
+and response for both apps alike, so its own cost is the same on both sides. On a
+small machine the client shares the CPU with the server: the ratio is the figure to
+read, the absolute numbers are the machine's.
+
+Usage: python bench/webhooks.py [--seconds 8] [--workers 2] [--clients 3] [--threads 4]
+       [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from flask import Flask, Response
+
+TOKEN = "bench-auth-token-not-a-secret"
+NUMBER = "+8659112345"
+STATIC_TWIML = (
+    '<?xml version="1.0" encoding="UTF-8"?><Response><Gather action="/static?s=1" '
+    'input="dtmf" method="POST" numDigits="1" timeout="1"><Say language="zh-CN">'
+    "您好，12345热线，正在转接人工。</Say></Gather>"
+    '<Redirect method="POST">/static?s=1</Redirect></Response>'
+)
+
+static_app = Flask("static-twiml")
+
+
+@static_app.post("/static")
+def _static() -> Response:
+    return Response(STATIC_TWIML, mimetype="text/xml")
+
+
+# -- servers ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    server = shutil.which("redis-server")
+    if server is None:
+        raise SystemExit("bench: redis-server is needed (call state is shared by the workers)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+         "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_for_port(port, proc)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def config_folder(folder: Path, redis_url: str, port: int) -> Path:
+    """A copy of the bundled configuration whose controller.yaml turns the webhooks on."""
+    import yaml
+
+    from ivr.paths import bundled_root
+
+    root = folder / "config-root"
+    for part in ("config", "dialplans", "prompts", "transfer"):
+        shutil.copytree(
+            bundled_root() / part, root / part, ignore=shutil.ignore_patterns("asterisk")
+        )
+    path = root / "config" / "controller.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["platform"].update(redis_url=redis_url, spool_dir=str(folder / "spool"))
+    doc["twilio"] = {
+        "public_base_url": f"http://127.0.0.1:{port}",
+        "numbers": {NUMBER: {"line": "12345", "region": "fuzhou"}},
+        "state": {"store": "redis", "redis_url": redis_url},
+    }
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    return root
+
+
+def start_gunicorn(app: str, port: int, workers: int, env: dict[str, str], chdir: Path) -> Any:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind",
+         f"127.0.0.1:{port}", "--chdir", str(chdir), "--log-level", "warning",
+         "--backlog", "2048", app],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_for_port(port, proc)
+    wait_for_http(port, proc)
+    return proc
+
+
+def wait_for_http(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """gunicorn's master listens before its workers have loaded the app: ask one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {proc.returncode}: see its log above")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            connection.request("GET", "/healthz")
+            connection.getresponse().read()
+            return
+        except OSError:
+            time.sleep(0.1)
+        finally:
+            connection.close()
+    raise RuntimeError(f"gunicorn on 127.0.0.1:{port} never answered")
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+# -- the client ---------------------------------------------------------------------------
+
+
+def sign(url: str, form: dict[str, str]) -> str:
+    from twilio.request_validator import RequestValidator
+
+    return RequestValidator(TOKEN).compute_signature(url, form)
+
+
+def post(port: int, url: str, form: dict[str, str], latencies: list[float]) -> ET.Element:
+    """One signed POST on a fresh connection; a raw socket keeps the client's own CPU
+    low (it shares the machine with the server)."""
+    body = urlencode(form).encode()
+    parts = urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\nX-Twilio-Signature: {sign(url, form)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    start = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head.encode() + body)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    latencies.append(time.perf_counter() - start)
+    status_line, _, rest = b"".join(chunks).partition(b"\r\n")
+    status = int(status_line.split(b" ", 2)[1])
+    if status not in (200, 204):
+        raise RuntimeError(f"{path}: HTTP {status}")
+    data = rest.partition(b"\r\n\r\n")[2]
+    return ET.fromstring(data) if data else ET.Element("Response")
+
+
+def one_call(port: int, sid: str, latencies: list[float]) -> None:
+    """A 12345 call through the webhooks, as Twilio sends it."""
+    base = f"http://127.0.0.1:{port}"
+    form = {"AccountSid": "AC" + "0" * 32, "CallSid": sid, "From": "+8613912340000",
+            "To": NUMBER, "CallStatus": "in-progress", "Direction": "inbound"}  # fmt: skip
+    root = post(port, f"{base}/twilio/voice", form, latencies)
+    root = post(port, root.find("Redirect").text or "", form, latencies)  # type: ignore[union-attr]
+    action = root.find("Enqueue").get("action", "")  # type: ignore[union-attr]
+    root = post(port, action, {**form, "QueueResult": "bridged", "QueueTime": "7"}, latencies)
+    action = root.find("Gather").get("action", "")  # type: ignore[union-attr]
+    root = post(port, action, {**form, "Digits": "1"}, latencies)
+    if root.find("Hangup") is None:
+        raise RuntimeError("the call did not end")
+    post(port, f"{base}/twilio/status", {**form, "CallStatus": "completed"}, latencies)
+
+
+def static_calls(port: int, sid: str, latencies: list[float]) -> None:
+    """Five requests of the same shape to the static endpoint."""
+    form = {"AccountSid": "AC" + "0" * 32, "CallSid": sid, "From": "+8613912340000",
+            "To": NUMBER, "CallStatus": "in-progress", "Direction": "inbound"}  # fmt: skip
+    for _ in range(5):
+        root = post(port, f"http://127.0.0.1:{port}/static", form, latencies)
+        if root.find("Gather") is None:
+            raise RuntimeError("unexpected TwiML")
+
+
+def client_process(args: tuple[str, int, int, float, int]) -> tuple[list[float], int]:
+    kind, port, threads, seconds, _ = args
+    deadline = time.monotonic() + seconds
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    errors = [0] * threads
+
+    def loop(t: int) -> None:
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            sid = "CA" + uuid.uuid4().hex
+            try:
+                (one_call if kind == "webhooks" else static_calls)(port, sid, latencies[t])
+            except Exception:
+                errors[t] += 1
+
+    workers = [threading.Thread(target=loop, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return [x for part in latencies for x in part], sum(errors)
+
+
+@dataclass
+class Figures:
+    name: str
+    requests: int
+    seconds: float
+    errors: int
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+def load(kind: str, port: int, clients: int, threads: int, seconds: float) -> Figures:
+    with multiprocessing.get_context("fork").Pool(clients) as pool:
+        pool.map(client_process, [(kind, port, 1, 0.5, i) for i in range(clients)])  # warm up
+        start = time.monotonic()
+        parts = pool.map(
+            client_process, [(kind, port, threads, seconds, i) for i in range(clients)]
+        )
+        elapsed = time.monotonic() - start
+    latencies = sorted(x for lat, _ in parts for x in lat)
+    errors = sum(e for _, e in parts)
+    if not latencies:
+        raise RuntimeError(f"{kind}: no request completed")
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+
+    return Figures(kind, len(latencies), elapsed, errors, pct(0.50), pct(0.99))
+
+
+# -- where a webhook's time goes: in-process, no HTTP server, no client processes ------
+
+
+def breakdown(redis_url: str, spool: Path, calls: int = 300) -> dict[str, float]:
+    """Microseconds per request through Flask's test client, adding one cost at a time."""
+    from datetime import datetime
+
+    from ivr.check import load_hotline
+    from ivr.core.clock import SHANGHAI
+    from ivr.paths import bundled_root
+    from ivr.platform.publisher import Publisher
+    from ivr.twilio import (
+        MemoryStateStore,
+        NoEvents,
+        RedisStateStore,
+        SequencedSink,
+        load_twilio_settings,
+        twilio_blueprint,
+    )
+
+    hotline = load_hotline(bundled_root())
+    public = "http://127.0.0.1:8080"
+    settings = load_twilio_settings(
+        {"public_base_url": public, "numbers": {NUMBER: {"line": "12345", "region": "fuzhou"}}},
+        env={"TWILIO_AUTH_TOKEN": TOKEN},
+    )
+    publisher = Publisher(redis_url, spool / "breakdown")
+    variants: dict[str, Any] = {
+        "webhooks, memory state, no events": (MemoryStateStore(), NoEvents()),
+        "webhooks, Redis state, no events": (RedisStateStore.from_url(redis_url), NoEvents()),
+        "webhooks, Redis state, events (production)": (
+            RedisStateStore.from_url(redis_url),
+            SequencedSink(publisher),
+        ),
+    }
+    figures = {"static TwiML": _per_request(static_app.test_client(), public, calls, static=True)}
+    for name, (store, events) in variants.items():
+        app = Flask("breakdown")
+        app.register_blueprint(
+            twilio_blueprint(
+                lambda: hotline, settings, events, lambda: datetime.now(SHANGHAI), store=store
+            )
+        )
+        figures[name] = _per_request(app.test_client(), public, calls)
+    publisher.close(5.0)
+    return figures
+
+
+def _per_request(client: Any, public: str, calls: int, static: bool = False) -> float:
+    def send(url: str, form: dict[str, str]) -> ET.Element:
+        parts = urlsplit(url)
+        response = client.post(
+            parts.path + (f"?{parts.query}" if parts.query else ""),
+            data=form,
+            headers={"X-Twilio-Signature": sign(url, form)},
+            base_url=public,
+        )
+        return ET.fromstring(response.data) if response.data else ET.Element("Response")
+
+    def call() -> None:
+        form = {"CallSid": "CA" + uuid.uuid4().hex, "From": "+8613912340000", "To": NUMBER,
+                "CallStatus": "in-progress"}  # fmt: skip
+        if static:
+            for _ in range(5):
+                send(f"{public}/static", form)
+            return
+        root = send(f"{public}/twilio/voice", form)
+        root = send(root.find("Redirect").text or "", form)  # type: ignore[union-attr]
+        action = root.find("Enqueue").get("action", "")  # type: ignore[union-attr]
+        root = send(action, {**form, "QueueResult": "bridged"})
+        send(root.find("Gather").get("action", ""), {**form, "Digits": "1"})  # type: ignore[union-attr]
+        send(f"{public}/twilio/status", {**form, "CallStatus": "completed"})
+
+    for _ in range(30):
+        call()
+    start = time.perf_counter()
+    for _ in range(calls):
+        call()
+    return (time.perf_counter() - start) / (calls * 5) * 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="load time per app")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per app")
+    parser.add_argument("--clients", type=int, default=3, help="client processes")
+    parser.add_argument("--threads", type=int, default=4, help="threads per client process")
+    parser.add_argument("--json", action="store_true", help="one JSON object")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="also time each cost in-process (~10 s)"
+    )
+    args = parser.parse_args(argv)
+    costs: dict[str, float] = {}
+
+    here = Path(__file__).resolve().parent
+    procs: list[subprocess.Popen[bytes] | None] = []
+    with tempfile.TemporaryDirectory(prefix="ivr-bench-") as scratch:
+        folder = Path(scratch)
+        try:
+            redis_proc, redis_url = start_redis(folder)
+            procs.append(redis_proc)
+            hook_port, static_port = free_port(), free_port()
+            env = {
+                **os.environ,
+                "IVR_CONFIG": str(config_folder(folder, redis_url, hook_port)),
+                "TWILIO_AUTH_TOKEN": TOKEN,
+                "IVR_REDIS_URL": redis_url,
+                "PYTHONPATH": os.pathsep.join([str(here.parent), os.environ.get("PYTHONPATH", "")]),
+            }
+            procs.append(
+                start_gunicorn(
+                    "ivr.twilio.wsgi:create_webhook_app()", hook_port, args.workers, env, here
+                )
+            )
+            procs.append(
+                start_gunicorn("webhooks:static_app", static_port, args.workers, env, here)
+            )
+            static = load("static", static_port, args.clients, args.threads, args.seconds)
+            hooks = load("webhooks", hook_port, args.clients, args.threads, args.seconds)
+            for proc in procs[1:]:
+                stop(proc)  # the breakdown runs alone on the machine
+            if args.breakdown:
+                costs = breakdown(redis_url, folder / "spool")
+        finally:
+            for proc in reversed(procs):
+                stop(proc)
+    ratio = hooks.rps / static.rps
+    if args.json:
+        print(json.dumps({f.name: {**f.__dict__, "rps": round(f.rps, 1)} for f in (static, hooks)}
+                         | {"ratio": round(ratio, 3), "workers": args.workers,
+                            "breakdown_us": costs}))  # fmt: skip
+    else:
+        print(f"gunicorn, {args.workers} sync workers; client {args.clients}x{args.threads}")
+        print(f"{'app':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        for f in (static, hooks):
+            print(f"{f.name:<10} {f.rps:>8.0f} {f.p50_ms:>8.2f} {f.p99_ms:>8.2f} {f.errors:>7}")
+        print(f"webhooks / static throughput: {ratio:.2f} (target >= 0.80)")
+        if costs:
+            print("in-process, Flask test client, per request:")
+            for name, micros in costs.items():
+                print(f"  {name:<44} {micros:>7.0f} us")
+    return 0 if hooks.errors == 0 and static.errors == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Call state in a real Redis: compare-and-set steps, TTLs, and one call's webhooks
+spread over two workers with its events numbered without a gap."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from twilio_peer import TwilioPeer, make_harness, make_settings, parse
+
+from ivr.core.clock import SHANGHAI
+from ivr.core.routing import Hotline
+from ivr.events import CallEvent
+from ivr.twilio import SequencedSink
+from ivr.twilio.state import CallRecord, MemoryStateStore, RedisStateStore, Tokens
+from ivr.web.metrics import LiveIndicators
+
+NOW = datetime(2024, 6, 1, 10, 0, tzinfo=SHANGHAI)
+REDIS_SERVER = shutil.which("redis-server")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    if REDIS_SERVER is None:
+        pytest.fail("redis-server is not installed (scripts/test installs it)")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("redis-server did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _record(step: int) -> CallRecord:
+    return CallRecord(step=step, state={"done": False}, caller="+8613912340000", started=1.0)
+
+
+@pytest.mark.redis
+def test_redis_store_compare_and_set(redis_url: str) -> None:
+    store = RedisStateStore.from_url(redis_url, ttl_s=120)
+    assert store.get("CA1") is None
+    assert store.create("CA1", _record(1))
+    assert not store.create("CA1", _record(1))  # a second incoming webhook
+    assert not store.replace("CA1", 2, _record(3))  # not the current step
+    assert store.replace("CA1", 1, _record(2))
+    assert not store.replace("CA1", 1, _record(2))  # the same step twice: once only
+    assert store.get("CA1") == _record(2)
+    assert not store.replace("CA-none", 0, _record(1))  # nothing to replace
+    ttl = store.client.ttl(store.prefix + "CA1")
+    assert 0 < ttl <= 120
+
+
+@pytest.mark.redis
+def test_redis_state_expires(redis_url: str) -> None:
+    store = RedisStateStore.from_url(redis_url, ttl_s=1)
+    store.create("CA2", _record(1))
+    time.sleep(1.3)
+    assert store.get("CA2") is None
+
+
+def test_memory_store_keeps_the_newest_calls() -> None:
+    store = MemoryStateStore(ttl_s=60, max_calls=2)
+    for sid in ("a", "b", "c"):
+        assert store.create(sid, _record(1))
+    assert store.get("a") is None and store.get("c") is not None
+    assert store.replace("c", 1, _record(2)) and not store.replace("c", 1, _record(3))
+
+
+def test_tokens_bind_call_step_and_purpose() -> None:
+    tokens = Tokens(b"secret")
+    token = tokens.make("CA1", 3, "continue")
+    assert tokens.check(token, "CA1", 3, "continue")
+    assert not tokens.check(token, "CA2", 3, "continue")
+    assert not tokens.check(token, "CA1", 4, "continue")
+    assert not tokens.check(token, "CA1", 3, "wait:20:0")
+    assert not Tokens(b"other").check(token, "CA1", 3, "continue")
+    with pytest.raises(ValueError):
+        Tokens(b"")
+
+
+# -- two workers, one call ------------------------------------------------------------
+
+
+class FakePublisher:
+    """What SequencedSink needs of the platform's Publisher."""
+
+    def __init__(self) -> None:
+        self.events: list[CallEvent] = []
+        self.refused: list[tuple[str, Any]] = []
+
+    def publish(self, event: CallEvent) -> bool:
+        event.validate()
+        self.events.append(event)
+        return True
+
+    def refuse(self, reason: str, *, call_id: str = "?", event_type: object = "?") -> None:
+        self.refused.append((reason, event_type))
+
+
+@pytest.mark.redis
+def test_one_call_across_two_workers_numbers_its_events_without_a_gap(
+    hotline: Hotline, redis_url: str
+) -> None:
+    publisher = FakePublisher()
+    settings = make_settings()
+    ended_at = datetime(2024, 6, 1, 2, 3, tzinfo=UTC)  # 10:03 local: 180 s after NOW
+    workers = [
+        make_harness(
+            hotline,
+            NOW,
+            settings=settings,
+            store=RedisStateStore.from_url(redis_url),
+            events=SequencedSink(publisher, clock=lambda: ended_at),  # type: ignore[arg-type]
+        )
+        for _ in range(2)
+    ]
+    peers = [TwilioPeer(w.client, "+8659112345") for w in workers]
+    first = peers[0].call()[-1].text or ""
+    root = parse(peers[1].post(first).data)  # the next webhook reaches worker 2
+    assert peers[0].post(first).status_code == 409  # a replay to worker 1: the step is gone
+    root = parse(peers[0].post(root[0].get("action", ""), QueueResult="bridged").data)
+    root = parse(peers[1].post(root[0].get("action", ""), Digits="1").data)
+    assert [c.tag for c in root] == ["Say", "Hangup"]
+    seqs = [e.seq for e in publisher.events]
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 8
+    assert publisher.refused == []
+    assert {e.call_id for e in publisher.events} == {peers[0].sid}
+    ended = publisher.events[-1]
+    assert ended.type == "call_ended" and ended.fields["duration_s"] == 180.0
+
+
+def test_twilio_calls_count_in_the_live_indicators(hotline: Hotline) -> None:
+    live = LiveIndicators()
+    h = make_harness(hotline, NOW, events=live)
+    peer = TwilioPeer(h.client, "+8659212345")
+    root = parse(peer.post(peer.call()[-1].text or "").data)
+    root = parse(peer.post(root[0].get("action", ""), QueueResult="bridged", QueueTime="8").data)
+    parse(peer.post(root[0].get("action", ""), Digits="1").data)  # the survey, then the end
+    other = TwilioPeer(h.client, "+8659212345", sid="CA" + "7" * 32)
+    parse(other.post(other.call()[-1].text or "").data)
+    other.hang_up()  # abandoned while queued
+    rows = {(r["region"], r["line"]): r for r in live.snapshot()}
+    row = rows[("xiamen", "12345")]
+    assert (row["offered"], row["asked_for_person"], row["answered_by_person"]) == (2, 2, 1)
+    assert row["answer_rate_15s"] == 0.5 and row["abandonment_rate"] == 0.5
+    assert row["survey"]["非常满意"] == 1
