@@ -49,6 +49,7 @@ def load_hotline(root: Path) -> Hotline:
 
 def check_folder(root: Path) -> Loaded:
     loaded = load_folder(root)
+    loaded.problems += _check_controller_settings(root)
     hotline = loaded.hotline
     if hotline is None:
         return loaded
@@ -59,6 +60,17 @@ def check_folder(root: Path) -> Loaded:
     if any(p.severity == "error" for p in loaded.problems):
         loaded.hotline = None
     return loaded
+
+
+def _check_controller_settings(root: Path) -> list[Problem]:
+    """config/controller.yaml: how `ivr serve` runs; checked here so a typo shows before."""
+    from ivr.settings import load_settings
+
+    try:
+        load_settings(root)
+    except ConfigError as exc:
+        return exc.problems
+    return []
 
 
 # -- the directory --------------------------------------------------------------------

@@ -75,13 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("-v", "--verbose", action="store_true", help="print every case")
     test.set_defaults(handler=cmd_test)
 
-    serve = sub.add_parser("serve", help="run the FastAGI controller (SIGHUP reloads)")
+    serve = sub.add_parser(
+        "serve", help="run the FastAGI controller and the Twilio webhooks (SIGHUP reloads)"
+    )
     _config_option(serve)
     serve.add_argument(
         "--agi", metavar="HOST:PORT", help="FastAGI listener (default from config/controller.yaml)"
     )
     serve.add_argument(
-        "--http", metavar="HOST:PORT", help="/metrics and /healthz (default 127.0.0.1:8080)"
+        "--http",
+        metavar="HOST:PORT",
+        help="/metrics, /healthz and the Twilio webhooks (default 127.0.0.1:8080)",
     )
     serve.add_argument(
         "--redis",

@@ -30,6 +30,7 @@ from ivr.core.routing import Hotline
 from ivr.platform.publisher import Publisher
 from ivr.platform.sink import PublishingSink
 from ivr.settings import ControllerSettings, host_port
+from ivr.twilio import SequencedSink, register_twilio
 from ivr.web import create_app
 from ivr.web.metrics import IndicatorCollector, LiveIndicators
 
@@ -117,6 +118,12 @@ class Controller:
             on_error=_on_error,
         )
         self.app = create_app(registry=self.registry, health=self.health)
+        # Twilio numbers are answered on the same HTTP listener, once a token is set.
+        self.twilio_status = register_twilio(
+            self.app, self.live, settings.twilio, root=root,
+            events=FanOut([SequencedSink(self.publisher), self.indicators]),
+            clock=self.calls.clock, default_redis_url=redis_url or platform.redis_url,
+        )  # fmt: skip
         self.http_address = http_address or host_port(settings.http.listen)
         self.http: BaseWSGIServer | None = None
 
@@ -173,8 +180,10 @@ def run(controller: Controller) -> None:
         ).start(),
     )
     host, port = controller.start()
+    twilio = controller.twilio_status
+    (log.warning if twilio.startswith("Twilio webhooks off") else log.info)("%s", twilio)
     log.info(
-        "FastAGI controller on %s:%d (routes: %s); HTTP on %s:%d (/metrics, /healthz)",
+        "FastAGI controller on %s:%d (routes: %s); HTTP on %s:%d (/metrics, /healthz, /twilio)",
         host, port, ", ".join(controller.calls.routes()), *controller.http_address,
     )  # fmt: skip
     try:

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from ivr.config import ConfigError, read_yaml, validate
+from ivr.twilio.settings import TwilioSection
 
 
 class _Strict(BaseModel):
@@ -43,6 +44,7 @@ class ControllerSettings(_Strict):
     asterisk: AsteriskNames = Field(default_factory=AsteriskNames)
     platform: PlatformSettings = Field(default_factory=PlatformSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    twilio: TwilioSection = Field(default_factory=TwilioSection)
 
 
 def load_settings(root: Path) -> ControllerSettings:
