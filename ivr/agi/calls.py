@@ -118,7 +118,11 @@ class CallController:
         try:
             channel.announce(args[2] if len(args) > 2 else "")
             self._walk(channel, session, instruction, info)
-        except (CallerHungUp, BadSession):
+        except CallerHungUp:
+            raise
+        except BadSession:
+            # Asterisk's side broke off mid-call: close, and the glue queues the caller.
+            session.handed_to_switch("bad_session")
             raise
         except Exception:
             # Any failure of ours: the glue queues the caller to the region's 12345 seats.

@@ -323,3 +323,16 @@ def test_route_names_are_handler_names() -> None:
     assert {name: fn.__name__ for name, fn in calls.routes().items()} == {
         "incoming_call": "incoming_call"
     }
+
+
+def test_asterisk_breaking_off_mid_call_still_ends_the_call_record(
+    controller, recorder: Recorder
+) -> None:
+    def respond(command: str) -> str:
+        if command.startswith("STREAM FILE"):
+            return "garbage instead of a result"
+        return asterisk()(command)
+
+    run_call(controller, respond, agi_arg_1="putian-ct")
+    ended = [e for _, es in recorder.calls for e in es if e["type"] == "call_ended"]
+    assert len(ended) == 1 and ended[0]["target_kind"] == "seats"
