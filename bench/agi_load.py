@@ -145,8 +145,9 @@ def serve_controller(log_level: str, events_url: str | None) -> None:
     import tempfile
 
     from ivr.agi import AgiServer
-    from ivr.agi.calls import CallController, NoEvents
+    from ivr.agi.calls import CallController
     from ivr.check import load_hotline
+    from ivr.events import NoEvents
     from ivr.paths import bundled_root
 
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s %(message)s")

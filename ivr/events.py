@@ -11,9 +11,10 @@ needs it, but `repr()` masks it and `to_fields()` writes it in full only when to
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -21,6 +22,8 @@ from typing import Any, Literal, Protocol
 
 from ivr.core.clock import SHANGHAI
 from ivr.core.privacy import mask_number
+
+_log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -588,3 +591,35 @@ class EventRecorder:
         if self._sink is not None:
             self._sink(event)
         return event
+
+
+# -- where a front-end hands a call's engine events ------------------------------------
+
+
+class EventSink(Protocol):
+    """What both front-ends hand a call's engine events to, a few at a time:
+    ``call`` carries ``call_id``, ``caller`` and ``route``; ``events`` are the engine's
+    dicts. A sink never raises into the call."""
+
+    def call_events(self, call: Any, events: list[dict[str, Any]]) -> None: ...
+
+
+class NoEvents:
+    """A sink that drops everything: tests, benchmarks, a controller with no platform."""
+
+    def call_events(self, call: Any, events: list[dict[str, Any]]) -> None:
+        return None
+
+
+class FanOut:
+    """One call's events to several sinks; one failing sink never stops the others."""
+
+    def __init__(self, sinks: Iterable[EventSink]) -> None:
+        self.sinks = tuple(sinks)
+
+    def call_events(self, call: Any, events: list[dict[str, Any]]) -> None:
+        for sink in self.sinks:
+            try:
+                sink.call_events(call, events)
+            except Exception:
+                _log.exception("call %s: an event sink failed", getattr(call, "call_id", "?"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,13 +20,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from ivr.agi.calls import AsteriskSettings, CallController, CallInfo, EventSink
+from ivr.agi.calls import AsteriskSettings, CallController
 from ivr.agi.server import AgiServer
-from ivr.agi.session import AgiSession
 from ivr.check import load_hotline
 from ivr.config import ConfigError
 from ivr.core.clock import SHANGHAI
 from ivr.core.routing import Hotline
+from ivr.events import FanOut
 from ivr.platform.publisher import Publisher
 from ivr.platform.sink import PublishingSink
 from ivr.settings import ControllerSettings, host_port
@@ -62,20 +62,6 @@ class LiveHotline:
             self.reloads += 1
             log.info("configuration reloaded from %s", self.root)
             return True
-
-
-class FanOut:
-    """One call's events to several sinks; one failing sink never stops the others."""
-
-    def __init__(self, sinks: Sequence[EventSink]) -> None:
-        self.sinks = tuple(sinks)
-
-    def call_events(self, call: CallInfo, events: list[dict[str, Any]]) -> None:
-        for sink in self.sinks:
-            try:
-                sink.call_events(call, events)
-            except Exception:
-                log.exception("call %s: an event sink failed", call.call_id)
 
 
 class Controller:
@@ -115,7 +101,8 @@ class Controller:
             self.calls.routes(),
             allowed_hosts=settings.agi.allowed_hosts,
             max_sessions=settings.agi.max_sessions,
-            on_error=_on_error,
+            # A session we cannot serve at all (bad route, garbage) is just closed: the
+            # glue then queues the caller to the seats, so no error hook is needed.
         )
         self.app = create_app(registry=self.registry, health=self.health)
         # Twilio numbers are answered on the same HTTP listener, once a token is set.
@@ -160,12 +147,6 @@ def shifted_clock(start: datetime) -> Callable[[], datetime]:
     on a date to come (or gone) in the lab, never for production."""
     offset = start - datetime.now(SHANGHAI)
     return lambda: datetime.now(SHANGHAI) + offset
-
-
-def _on_error(session: AgiSession, exc: Exception) -> None:
-    # A session we could not serve at all (bad route, garbage): closing it returns the
-    # channel to the glue, which queues the caller to the seats. Nothing else to do.
-    return None
 
 
 def run(controller: Controller) -> None:

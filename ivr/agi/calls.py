@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
 
 from asterisk.agi import AGIAppError
 
@@ -32,6 +31,7 @@ from ivr.core.engine import (
 )
 from ivr.core.privacy import mask_number
 from ivr.core.routing import Call, Hotline, Route
+from ivr.events import EventSink, NoEvents
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +40,6 @@ _QUEUE_NO_MEMBERS = {"FULL", "JOINEMPTY", "LEAVEEMPTY", "JOINUNAVAIL", "LEAVEUNA
 _DIAL_OUTCOME = {"ANSWER": "answered", "NOANSWER": "noanswer", "BUSY": "busy"}
 # How long a connect with no ring timeout may block before we stop waiting on it.
 _NO_TIMEOUT_CAP = 4 * 3600.0
-
-
-class EventSink(Protocol):
-    """Where a call's events go (the platform publisher, or nothing)."""
-
-    def call_events(self, call: CallInfo, events: list[dict[str, Any]]) -> None: ...
-
-
-class NoEvents:
-    def call_events(self, call: CallInfo, events: list[dict[str, Any]]) -> None:
-        return None
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ivr.core.routing import Route
-from ivr.events import CALL_ENDED, CallInfo, EventError, from_engine
+from ivr.events import CALL_ENDED, CallInfo, EventError, NoEvents, from_engine
 from ivr.platform.publisher import Publisher
+
+__all__ = ["NoEvents", "SequencedSink", "TwilioCall"]  # NoEvents: ivr.events' own
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +34,6 @@ class TwilioCall:
     front_end: str = "twilio"
     seq_base: int = 0  # events of this call already handed to the sinks
     started_at: float = 0.0  # epoch seconds the call came in
-
-
-class NoEvents:
-    def call_events(self, call: Any, events: list[dict[str, Any]]) -> None:
-        return None
 
 
 class SequencedSink:

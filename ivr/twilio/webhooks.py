@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Request, Response, abort, request, send_from_directory
@@ -45,7 +45,8 @@ from ivr.core.engine import (
 )
 from ivr.core.privacy import mask_number
 from ivr.core.routing import Call, Hotline, Route
-from ivr.twilio.events import NoEvents, TwilioCall
+from ivr.events import EventSink, NoEvents
+from ivr.twilio.events import TwilioCall
 from ivr.twilio.render import Renderer, seats_twiml, wait_twiml
 from ivr.twilio.settings import TwilioSettings, number_key
 from ivr.twilio.signature import SignatureChecker
@@ -75,12 +76,6 @@ QUEUE_OUTCOME = {
 }
 CONTINUE = "continue"
 _SOUND_NAME = re.compile(r"[a-z0-9_][a-z0-9_-]{0,80}")
-
-
-class EventSink(Protocol):
-    """Where a call's events go (the platform's sinks, the live indicators, a fan-out)."""
-
-    def call_events(self, call: Any, events: list[dict[str, Any]]) -> None: ...
 
 
 class MissingField(Exception):
