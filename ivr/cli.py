@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
 
     glue = sub.add_parser(
-        "asterisk-glue", help="write the Asterisk extensions.conf and queues.conf glue"
+        "asterisk-glue",
+        help="write the Asterisk glue: extensions.conf, queues.conf, confbridge.conf",
     )
     _config_option(glue)
     glue.add_argument(
@@ -313,7 +314,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_glue(args: argparse.Namespace) -> int:
-    from ivr.agi.glue import extensions_conf, queues_conf
+    from ivr.agi.glue import confbridge_conf, extensions_conf, queues_conf
 
     hotline = _load(args.config)
     extensions = extensions_conf(hotline, args.agi_url)
@@ -323,7 +324,8 @@ def cmd_glue(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "extensions.conf").write_text(extensions, encoding="utf-8")
     (args.out / "queues.conf").write_text(queues_conf(hotline), encoding="utf-8")
-    print(f"wrote {args.out / 'extensions.conf'} and {args.out / 'queues.conf'}")
+    (args.out / "confbridge.conf").write_text(confbridge_conf(), encoding="utf-8")
+    print(f"wrote extensions.conf, queues.conf and confbridge.conf into {args.out}")
     return 0
 
 

@@ -152,11 +152,17 @@ SCHEMA: Mapping[str, Mapping[str, FieldSpec]] = MappingProxyType(
             "total_wait_s": _opt("float", _non_negative),
             "answered_by": _opt("str", _ident_or_empty),
         },
-        TRANSFERRED: {"kind": _f("str", _slug), "target": _f("str", _ident)},
+        TRANSFERRED: {
+            "kind": _f("str", _slug),
+            "target": _f("str", _ident),
+            "method": _opt("str", _slug),
+        },
         TRANSFER_FAILED: {
             "kind": _f("str", _slug),
             "target": _f("str", _ident),
             "outcome": _f("str", _slug),
+            "method": _opt("str", _slug),
+            "work_order": _opt("bool"),
         },
         ABANDONED: {
             "wait_s": _f("float", _non_negative),

@@ -9,6 +9,7 @@ between calls (a call in progress keeps the configuration it started with).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -21,7 +22,9 @@ from prometheus_client import CollectorRegistry
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from ivr.agi.calls import AsteriskSettings, CallController
+from ivr.agi.manager import AmiSettings
 from ivr.agi.server import AgiServer
+from ivr.agi.transfers import AsteriskTransfers
 from ivr.check import load_hotline
 from ivr.config import ConfigError
 from ivr.core.clock import SHANGHAI
@@ -29,7 +32,7 @@ from ivr.core.routing import Hotline
 from ivr.events import FanOut
 from ivr.platform.publisher import Publisher
 from ivr.platform.sink import PublishingSink
-from ivr.settings import ControllerSettings, host_port
+from ivr.settings import ControllerSettings, host_port, secret
 from ivr.twilio import SequencedSink, register_twilio
 from ivr.web import create_app
 from ivr.web.metrics import IndicatorCollector, LiveIndicators
@@ -104,7 +107,25 @@ class Controller:
             # A session we cannot serve at all (bad route, garbage) is just closed: the
             # glue then queues the caller to the seats, so no error hook is needed.
         )
-        self.app = create_app(registry=self.registry, health=self.health)
+        ami = names.ami
+        ami_secret, _ = secret("IVR_AMI_SECRET", ami.secret_file, root)
+        self.transfers = AsteriskTransfers(
+            self.calls,
+            AmiSettings(
+                ami.host, ami.port, os.environ.get("IVR_AMI_USERNAME") or ami.username,
+                ami_secret or "",
+            ),
+        )  # fmt: skip
+        seat_token, where = secret("IVR_SEAT_API_TOKEN", settings.seat_api.token_file, root)
+        self.seat_api_status = (
+            f"seat API on /calls (token from {where})"
+            if seat_token
+            else f"seat API off: {where}; it is never served without a token"
+        )
+        self.app = create_app(
+            registry=self.registry, health=self.health, seat_token=seat_token,
+            desks=[self.transfers],
+        )  # fmt: skip
         # Twilio numbers are answered on the same HTTP listener, once a token is set.
         self.twilio_status = register_twilio(
             self.app, self.live, settings.twilio, root=root,
@@ -163,6 +184,8 @@ def run(controller: Controller) -> None:
     host, port = controller.start()
     twilio = controller.twilio_status
     (log.warning if twilio.startswith("Twilio webhooks off") else log.info)("%s", twilio)
+    seat_api = controller.seat_api_status
+    (log.warning if seat_api.startswith("seat API off") else log.info)("%s", seat_api)
     log.info(
         "FastAGI controller on %s:%d (routes: %s); HTTP on %s:%d (/metrics, /healthz, /twilio)",
         host, port, ", ".join(controller.calls.routes()), *controller.http_address,

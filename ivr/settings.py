@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,9 +22,28 @@ class AgiSettings(_Strict):
     max_sessions: int = Field(default=2000, ge=1, le=100_000)
 
 
+class ManagerLink(_Strict):
+    """The Asterisk manager (AMI) user that carries out seats' transfers. The secret
+    comes from IVR_AMI_SECRET or a secrets file (IVR_AMI_SECRET_FILE or secret_file);
+    IVR_AMI_USERNAME overrides username."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=5038, ge=1, le=65535)
+    username: str = ""
+    secret_file: str | None = None
+
+
 class AsteriskNames(_Strict):
     sounds_prefix: str = "ivr"
     dial_template: str = Field(default="Local/{number}@ivr-outbound", pattern=r"\{number\}")
+    ami: ManagerLink = Field(default_factory=ManagerLink)
+
+
+class SeatApiSettings(_Strict):
+    """The seats' desktop API (/calls: transfers). Its bearer token comes from
+    IVR_SEAT_API_TOKEN or a secrets file (IVR_SEAT_API_TOKEN_FILE or token_file)."""
+
+    token_file: str | None = None
 
 
 class PlatformSettings(_Strict):
@@ -45,6 +66,7 @@ class ControllerSettings(_Strict):
     platform: PlatformSettings = Field(default_factory=PlatformSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     twilio: TwilioSection = Field(default_factory=TwilioSection)
+    seat_api: SeatApiSettings = Field(default_factory=SeatApiSettings)
 
 
 def load_settings(root: Path) -> ControllerSettings:
@@ -63,3 +85,29 @@ def load_settings(root: Path) -> ControllerSettings:
 def host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+def secret(
+    env_name: str,
+    configured_file: str | None,
+    root: Path,
+    env: Mapping[str, str] | None = None,
+) -> tuple[str | None, str]:
+    """A secret from ``$env_name``, else the file named by ``$env_name_FILE`` or the
+    configuration (relative to ``root``). Returns (secret, where from) or (None, why
+    not): secrets never live in the repository."""
+    env = os.environ if env is None else env
+    if env.get(env_name):
+        return env[env_name].strip(), f"${env_name}"
+    named = env.get(f"{env_name}_FILE") or configured_file
+    if not named:
+        return None, f"no {env_name}, {env_name}_FILE or secrets file configured"
+    path = Path(named)
+    path = path if path.is_absolute() else root / path
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        return None, f"secrets file {path} unreadable: {exc.strerror or exc}"
+    if not value:
+        return None, f"secrets file {path} is empty"
+    return value, str(path)

@@ -17,6 +17,7 @@ from datetime import datetime
 from asterisk.agi import AGIAppError
 
 from ivr.agi import variables as var
+from ivr.agi.live import LiveCall, LiveCalls
 from ivr.agi.session import AgiSession, BadSession, CallerHungUp
 from ivr.core.clock import SHANGHAI
 from ivr.core.engine import (
@@ -31,6 +32,7 @@ from ivr.core.engine import (
 )
 from ivr.core.privacy import mask_number
 from ivr.core.routing import Call, Hotline, Route
+from ivr.core.transfer import TransferOutcome, transfer_outcome
 from ivr.events import EventSink, NoEvents
 
 log = logging.getLogger(__name__)
@@ -70,9 +72,10 @@ class CallController:
     settings: AsteriskSettings = field(default_factory=AsteriskSettings)
     events: EventSink = field(default_factory=NoEvents)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(SHANGHAI))
+    live: LiveCalls = field(default_factory=LiveCalls)
 
     def routes(self) -> dict[str, Callable[[AgiSession], None]]:
-        return {"incoming_call": self.incoming_call}
+        return {"incoming_call": self.incoming_call, "transfer_ended": self.transfer_ended}
 
     # -- route: incoming_call ------------------------------------------------------
 
@@ -104,9 +107,11 @@ class CallController:
         )
         session, instruction = CallSession.start(hotline, route)
         channel = _Channel(agi, hotline, route, self.settings)
+        live = LiveCall(info, session, agi.env.get("agi_channel", ""))
+        self.live.add(live)
         try:
             channel.announce(args[2] if len(args) > 2 else "")
-            self._walk(channel, session, instruction, info)
+            self._walk(channel, session, instruction, info, live)
         except CallerHungUp:
             raise
         except BadSession:
@@ -121,16 +126,30 @@ class CallController:
             session.handed_to_switch("controller_error")
             channel.hand_over()
         finally:
+            if not live.parked.is_set():
+                self.live.remove(call.call_id)
             self._publish(info, session)
 
     def _walk(
-        self, channel: _Channel, session: CallSession, instruction: Instruction, info: CallInfo
+        self,
+        channel: _Channel,
+        session: CallSession,
+        instruction: Instruction,
+        info: CallInfo,
+        live: LiveCall | None = None,
     ) -> None:
         while not isinstance(instruction, HangUp):
             self._publish(info, session)
             try:
                 result = channel.do(instruction)
             except CallerHungUp:
+                if (
+                    live is not None
+                    and live.transfer is not None
+                    and isinstance(instruction, Connect)
+                ):
+                    self._park(channel, live, instruction)
+                    return
                 answered, wait_s = channel.after_hangup(instruction)
                 session.caller_hung_up(answered=answered, wait_s=wait_s)
                 self._publish(info, session)
@@ -143,10 +162,103 @@ class CallController:
         events = session.take_events()
         if not events:
             return
+        self._send(info, events)
+
+    def _send(self, info: CallInfo, events: list[dict[str, object]]) -> None:
         try:
             self.events.call_events(info, events)
         except Exception:  # publishing must never cost a call
             log.exception("call %s: events not published", info.call_id)
+
+    # -- a seat's transfer -----------------------------------------------------------
+
+    def _park(self, channel: _Channel, live: LiveCall, connect: Connect) -> None:
+        """A seat's transfer moved the caller out of Queue()/Dial(): the person had
+        answered. Record that, keep where the flow goes on after the transfer, and let
+        this session end; transfer_ended takes the call up again."""
+        _, wait_s = channel.after_hangup(connect)
+        session = live.session
+        live.next_instruction = session.resume(
+            ConnectResult("answered", wait_s, live.talking_to or None)
+        )
+        events = session.take_events()
+        # The steps after the answer (the survey) have not happened yet: their events
+        # wait until they do.
+        cut = next((i + 1 for i, e in enumerate(events) if e["type"] == "answered"), 0)
+        with live.events_lock:
+            self._send(live.info, events[:cut])
+            live.held_events = events[cut:]
+        live.parked.set()
+        log.info("call %s: handed to a %s transfer", live.info.call_id,
+                 live.transfer.method if live.transfer else "?")  # fmt: skip
+
+    def conclude_transfer(self, live: LiveCall, outcome: str) -> TransferOutcome | None:
+        """Report a transfer's end once (the AMI watcher and transfer_ended may both try)."""
+        plan = live.conclude_transfer()
+        if plan is None:
+            return None
+        verdict = transfer_outcome(plan, outcome)
+        with live.events_lock:
+            self._send(live.info, list(verdict.events))
+        log.info("call %s: %s transfer to %s: %s", live.info.call_id, plan.method,
+                 plan.target.id, outcome)  # fmt: skip
+        return verdict
+
+    # -- route: transfer_ended -------------------------------------------------------
+
+    def transfer_ended(self, agi: AgiSession) -> None:
+        """The caller is back from a seat's transfer (or left during it): go on with the
+        flow (the survey), or, when a one-key target did not answer, to the seats."""
+        args = agi.args
+        kind = args[0] if args else ""
+        status = args[1] if len(args) > 1 else ""
+        live = self.live.get(agi.uniqueid)
+        if live is None or not live.parked.is_set():
+            log.warning("call %s: back from a transfer the controller does not know",
+                        agi.uniqueid)  # fmt: skip
+            if kind == "one_key" and status != "ANSWER":
+                agi.set_variable(var.RESULT, var.RESULT_FALLBACK)  # the glue queues them
+            return
+        session, info = live.session, live.info
+        channel = _Channel(agi, session.hotline, info.route, self.settings)
+        try:
+            if kind == "hangup":
+                method = live.transfer.method if live.transfer else ""
+                if method == "one_key":
+                    self.conclude_transfer(live, _DIAL_OUTCOME.get(status, "caller_left"))
+                else:
+                    self.conclude_transfer(live, "caller_left")
+                session.caller_hung_up(answered=True)  # the survey never started
+                return
+            if kind == "one_key":
+                verdict = self.conclude_transfer(live, _DIAL_OUTCOME.get(status, "failed"))
+                if verdict is not None and not verdict.answered:
+                    # back to the 12345 seats: the seat who tried is free already
+                    session.handed_to_switch("transfer_failed")
+                    channel.hand_over()
+                    return
+            else:
+                # The room closed with the caller in it: seat and target have left.
+                self.conclude_transfer(live, "noanswer")
+            with live.events_lock:
+                self._send(info, live.held_events)
+                live.held_events = []
+            assert live.next_instruction is not None
+            self._walk(channel, session, live.next_instruction, info)
+        except CallerHungUp:
+            session.caller_hung_up(answered=True)
+            raise
+        except BadSession:
+            session.handed_to_switch("bad_session")
+            raise
+        except Exception:
+            log.exception("call %s: controller failed after a transfer", info.call_id)
+            session.handed_to_switch("controller_error")
+            channel.hand_over()
+        finally:
+            self.live.remove(info.call_id)
+            with live.events_lock:
+                self._publish(info, session)
 
 
 class _Channel:

@@ -77,8 +77,86 @@ def extensions_conf(
         "; Local/<number>@ivr-outbound: send them to the carrier trunk here.",
         *outbound,
         "",
+        *_transfer_contexts(hotline),
     ]
     return "\n".join(out)
+
+
+def _transfer_contexts(hotline: Hotline) -> list[str]:
+    """Where a seat's transfer takes the channels (the controller moves them over AMI).
+
+    After the transfer the caller comes back to the controller (transfer_ended), for the
+    survey, or, when a one-key target did not answer, for the seats again; a hang-up
+    handler tells the controller when the caller leaves first.
+    """
+    room, dial, ring = var.TRANSFER_ROOM, var.TRANSFER_DIAL, var.TRANSFER_RING_S
+    queues = sorted(hotline.directory.queues())
+    return [
+        "[ivr-three-way]",
+        "; 三方转接: caller, seat and target talk in one ConfBridge room. The seat and",
+        "; the target are marked users; the caller stays while either is on.",
+        "exten => caller,1,Set(CHANNEL(hangup_handler_push)=ivr-transfer-end,s,1)",
+        f" same => n,ConfBridge(${{{room}}},{CONFBRIDGE_BRIDGE},{CONFBRIDGE_CALLER})",
+        " same => n,Set(CHANNEL(hangup_handler_pop)=)",
+        " same => n,AGI(${IVR_AGI}/transfer_ended,three_way)",
+        " same => n,Hangup()",
+        "; The seat, and the target once it answers (the controller originates it here).",
+        f"exten => member,1,ConfBridge(${{{room}}},{CONFBRIDGE_BRIDGE},{CONFBRIDGE_MEMBER})",
+        " same => n,Hangup()",
+        "",
+        "[ivr-one-key]",
+        "; 一键转接: the caller alone is put through; the seat is free at once. A target",
+        "; that does not answer sends the caller back to the 12345 seats.",
+        "exten => caller,1,Set(CHANNEL(hangup_handler_push)=ivr-transfer-end,s,1)",
+        f" same => n,Dial(${{{dial}}},${{{ring}}},g)",
+        " same => n,Set(CHANNEL(hangup_handler_pop)=)",
+        " same => n,AGI(${IVR_AGI}/transfer_ended,one_key,${DIALSTATUS})",
+        ' same => n,GotoIf($["${DIALSTATUS}" = "ANSWER"]?done)',
+        f" same => n,Queue(${{{var.FALLBACK_QUEUE}}},c)",
+        " same => n(done),Hangup()",
+        "",
+        "[ivr-transfer-end]",
+        "; Hang-up handler of a transferred caller: the call record ends at the controller.",
+        "exten => s,1,AGI(${IVR_AGI}/transfer_ended,hangup)",
+        f' same => n,ExecIf($["${{{room}}}" != ""]?ConfKick(${{{room}}},all))',
+        " same => n,Return()",
+        "",
+        "[ivr-transfer-queue]",
+        "; A transfer to a queue (kept seats, the 12345 seats: the link both ways) rings it",
+        "; as Local/<queue>@ivr-transfer-queue.",
+        *(f"exten => {queue},1,Queue({queue},c)" for queue in queues),
+        "",
+    ]
+
+
+# ConfBridge profiles of the three-way room (confbridge.conf).
+CONFBRIDGE_BRIDGE = "ivr-three-way"
+CONFBRIDGE_CALLER = "ivr-caller"
+CONFBRIDGE_MEMBER = "ivr-member"
+
+
+def confbridge_conf() -> str:
+    return "\n".join(
+        [
+            HEADER,
+            f"[{CONFBRIDGE_BRIDGE}]",
+            "type = bridge",
+            "",
+            "; The caller leaves the room once the last marked user (seat, target) has left.",
+            f"[{CONFBRIDGE_CALLER}]",
+            "type = user",
+            "quiet = yes",
+            "end_marked = yes",
+            "announce_only_user = no",
+            "",
+            f"[{CONFBRIDGE_MEMBER}]",
+            "type = user",
+            "quiet = yes",
+            "marked = yes",
+            "announce_only_user = no",
+            "",
+        ]
+    )
 
 
 def queues_conf(hotline: Hotline, members: Mapping[str, Sequence[str]] | None = None) -> str:

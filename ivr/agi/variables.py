@@ -22,6 +22,12 @@ CDR_TAGS = "CDR(userfield)"
 RESULT = "IVR_RESULT"
 RESULT_FALLBACK = "fallback"
 
+# Set by the controller (over AMI) on the channels of a seat's transfer, before it
+# redirects them into the glue's [ivr-three-way] or [ivr-one-key] contexts.
+TRANSFER_ROOM = "IVR_ROOM"  # the ConfBridge of a three-way call, one per call
+TRANSFER_DIAL = "IVR_TRANSFER_DIAL"  # what a one-key transfer dials (a Local channel)
+TRANSFER_RING_S = "IVR_TRANSFER_RING"  # how long it rings before the caller goes back
+
 # Set by Asterisk after Queue() and Dial(); read back in one GET FULL VARIABLE.
 QUEUE_FACTS = "${QUEUESTATUS}|${ABANDONED}|${QEHOLDTIME}|${MEMBERNAME}"
 DIAL_FACTS = "${DIALSTATUS}|${DIALEDTIME}|${ANSWEREDTIME}|${DIALEDPEERNUMBER}"

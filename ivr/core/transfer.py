@@ -7,7 +7,7 @@ The strategies come from ``transfer/strategies.yaml``; this module only decides.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -48,6 +48,42 @@ class TransferPlan:
 
 class UnknownTransferTarget(ValueError):
     pass
+
+
+class CallNotFound(LookupError):
+    """No call in progress has that id (it ended, or another controller carries it)."""
+
+
+class TransferRefused(RuntimeError):
+    """The call cannot be transferred now (no seat on it, a transfer under way...)."""
+
+
+@dataclass(frozen=True)
+class TransferOutcome:
+    """What a finished transfer attempt means for the caller and for the call record."""
+
+    answered: bool
+    caller_with: str  # target | seat (three-way: still in the room) | seats (queued again)
+    work_order: bool  # a work order (派发工单) goes to the target instead
+    events: tuple[dict[str, Any], ...]
+
+
+def transfer_outcome(plan: TransferPlan, outcome: str) -> TransferOutcome:
+    """The one rule for a transfer's end. ``outcome``: answered, noanswer, busy, failed.
+
+    A three-way caller whose target does not answer is still talking to the seat who
+    tried; a one-key caller has left that seat, so they go back to the 12345 seats.
+    """
+    target = plan.target
+    if outcome == "answered":
+        event = {"type": "transferred", "kind": target.kind, "target": target.id,
+                 "method": plan.method}  # fmt: skip
+        return TransferOutcome(True, "target", False, (event,))
+    work_order = plan.on_failure == "work_order"
+    failed = {"type": "transfer_failed", "kind": target.kind, "target": target.id,
+              "outcome": outcome, "method": plan.method, "work_order": work_order}  # fmt: skip
+    caller_with = "seat" if plan.method == "three_way" else "seats"
+    return TransferOutcome(False, caller_with, work_order, (failed,))
 
 
 def plan_transfer(

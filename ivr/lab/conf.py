@@ -34,6 +34,7 @@ TEMPLATE_FILES = (
     "indications.conf",
     "queues.conf",
     "extensions.conf",
+    "confbridge.conf",
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")

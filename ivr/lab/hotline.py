@@ -9,9 +9,11 @@ attached, and SIPp answerers standing in for everyone a call can reach.
 |          |           | utility lines (the Request-URI names the number dialled)   |
 | silent   | 127.0.0.5 | a seat group that never answers: Ningde's kept seats and    |
 |          |           | Ningde's sub-centres (area code 0593), for the fallbacks    |
+| desk     | 127.0.0.9 | Putian's 12345 seats: they talk long enough to transfer a   |
+|          |           | caller (Putian's sub-centres, 0594…, never answer either)   |
 
-Callers on 127.0.0.1 come in on Fuzhou's trunk, on 127.0.0.6 on Pingtan's and on
-127.0.0.7 on Ningde's.
+Callers on 127.0.0.1 come in on Fuzhou's trunk, on 127.0.0.6 on Pingtan's, on
+127.0.0.7 on Ningde's and on 127.0.0.8 on Putian's.
 An admin tries a dialplan change here with real calls before it goes live.
 """
 
@@ -40,22 +42,30 @@ from ivr.render import SOUNDS
 AGI_PORT = 4573
 HTTP_PORT = 8089  # the lab controller's /metrics, apart from a production one on 8080
 SEAT_HOLD_S = 3.0  # a seat talks this long, then hangs up: the caller hears the survey
+LAB_SEAT_TOKEN = "lab-seat-token"  # the lab controller's seat API bearer token
+DESK_HOLD_S = 32.0  # a desk seat talks this long: time for a transfer and its ring timeout
 
 SEATS = (
     Seat("seats", "127.0.0.2", hold=SEAT_HOLD_S),
     Seat("kept", "127.0.0.3", hold=SEAT_HOLD_S),
     Seat("outside", "127.0.0.4", hold=SEAT_HOLD_S),
     Seat("silent", "127.0.0.5", ring=3600.0),
+    Seat("desk", "127.0.0.9", hold=DESK_HOLD_S),
 )
 TRUNKS = (
     Trunk("fuzhou-trunk", "127.0.0.1", context="ivr-trunk-fuzhou-ct"),
     Trunk("pingtan-trunk", "127.0.0.6", context="ivr-trunk-pingtan-ct"),
     Trunk("ningde-trunk", "127.0.0.7", context="ivr-trunk-ningde-ct"),
+    Trunk("putian-trunk", "127.0.0.8", context="ivr-trunk-putian-ct"),
 )
 SILENT_REGION = "ningde"
-# The lab's [ivr-outbound]: Ningde's sub-centres (0593…) never answer, the rest does.
+DESK_REGION = "putian"
+# The lab's [ivr-outbound]: Ningde's and Putian's sub-centres (0593…, 0594…) never
+# answer, the rest does.
 LAB_OUTBOUND = (
     "exten => _0593XXXXX,1,Dial(PJSIP/${EXTEN}@silent)",
+    " same => n,Hangup()",
+    "exten => _0594XXXXX,1,Dial(PJSIP/${EXTEN}@silent)",
     " same => n,Hangup()",
     "exten => _X.,1,Dial(PJSIP/${EXTEN}@outside)",
     " same => n,Hangup()",
@@ -73,7 +83,7 @@ def members(hotline: Hotline) -> dict[str, list[str]]:
             region.callback_list,
             *(d.queue for d in region.dialect_seats),
         ):
-            out[queue] = ["PJSIP/seats"]
+            out[queue] = ["PJSIP/desk" if region_id == DESK_REGION else "PJSIP/seats"]
         for number, line in directory.lines.items():
             if (
                 directory.seats_of(number, region_id) is Seats.KEPT
@@ -180,6 +190,14 @@ class HotlineLab:
         extra += ["--redis", self.redis_url] if self.redis_url else []
         self.controller_log.parent.mkdir(parents=True, exist_ok=True)
         self.controller_pidfile.parent.mkdir(parents=True, exist_ok=True)
+        config = self.lab().config
+        env = {
+            **os.environ,
+            # the lab's manager user carries out seats' transfers; the seat API is on
+            "IVR_AMI_USERNAME": config.ami_user,
+            "IVR_AMI_SECRET": config.ami_secret,
+            "IVR_SEAT_API_TOKEN": LAB_SEAT_TOKEN,
+        }
         with self.controller_log.open("ab") as log:
             process = subprocess.Popen(
                 [
@@ -199,6 +217,7 @@ class HotlineLab:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                env=env,
             )
         self.controller_pidfile.write_text(str(process.pid))
         deadline = time.monotonic() + timeout

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ivr.agi.calls import AsteriskSettings, CallController, CallInfo
-from ivr.agi.glue import extensions_conf, queues_conf
+from ivr.agi.glue import confbridge_conf, extensions_conf, queues_conf
 from ivr.agi.server import AgiServer
 from ivr.core.clock import SHANGHAI
 from ivr.core.routing import Hotline
@@ -267,6 +267,10 @@ def test_shipped_glue_matches_the_configuration(hotline: Hotline) -> None:
     shipped = bundled_root() / "dialplans" / "asterisk"
     assert (shipped / "extensions.conf").read_text() == extensions_conf(hotline)
     assert (shipped / "queues.conf").read_text() == queues_conf(hotline)
+    assert (shipped / "confbridge.conf").read_text() == confbridge_conf()
+    # the lab loads the same three-way room (its template differs in the first line)
+    lab = (shipped / "lab" / "confbridge.conf").read_text().splitlines()[1:]
+    assert lab == confbridge_conf().splitlines()[1:]
 
 
 def test_glue_falls_through_to_the_seats_after_agi(hotline: Hotline) -> None:
@@ -321,7 +325,8 @@ def test_disallowed_host_never_gets_a_command(hotline: Hotline) -> None:
 def test_route_names_are_handler_names() -> None:
     calls = CallController(lambda: None)  # type: ignore[arg-type, return-value]
     assert {name: fn.__name__ for name, fn in calls.routes().items()} == {
-        "incoming_call": "incoming_call"
+        "incoming_call": "incoming_call",
+        "transfer_ended": "transfer_ended",
     }
 
 

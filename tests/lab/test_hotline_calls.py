@@ -5,17 +5,20 @@ Each call is checked by what the answering SIPp received and by Asterisk's CDR.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from ivr.lab.hotline import HotlineLab
+from ivr.lab.hotline import LAB_SEAT_TOKEN, HotlineLab
 from ivr.lab.lab import Lab, LabMark
 from ivr.paths import bundled_root
 from ivr.platform.reader import as_record, iter_events
@@ -297,3 +300,119 @@ def test_with_the_controller_stopped_calls_still_reach_the_12345_queue(
     assert re.search(
         r'Executing \[12358@ivr-controller:\d+\] Queue\("[^"]+", "fuzhou-12345,c"\)', log
     )
+
+
+# -- a seat's transfers: Putian's 12345 seats ("desk") talk long enough to make them --
+
+
+def seat_api(hotline_lab: HotlineLab, path: str, body: dict[str, str] | None = None):
+    """(status, JSON answer) of the lab controller's seat API."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{hotline_lab.http_port}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {LAB_SEAT_TOKEN}", "Content-Type": "application/json"},
+        method="POST" if body is not None else "GET",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+def desk_call(hotline_lab: HotlineLab, lab: Lab, mark: LabMark, hold: float):
+    """A Putian caller talking to the desk seat: (pending call, its call id)."""
+    pending = lab.start_call("12345", trunk="putian-trunk", hold=hold, timeout=30)
+    deadline = time.monotonic() + 20
+    while not lab.seat_calls("desk", mark):
+        assert time.monotonic() < deadline, "the desk seat was never rung"
+        time.sleep(0.2)
+    time.sleep(0.5)  # the seat's 200 OK reaches the caller's bridge
+    _, answer = seat_api(hotline_lab, "/calls")
+    calls = [c for c in answer["calls"] if c["region"] == "putian"]
+    assert len(calls) == 1 and calls[0]["caller"] == "138****0000"
+    return pending, calls[0]["call_id"]
+
+
+def seat_sent_bye_after(lab: Lab, seat: str, mark: LabMark) -> bool:
+    """Whether the seat hung up itself (its hold ran out) rather than being hung up."""
+    return any(m.method == "BYE" and m.direction == "sent" for m in lab.seat_messages(seat, mark))
+
+
+def test_three_way_transfer_brings_kept_seats_into_the_call(
+    hotline_lab: HotlineLab, lab: Lab
+) -> None:
+    mark = lab.mark()
+    pending, call_id = desk_call(hotline_lab, lab, mark, hold=60.0)
+    status, plan = seat_api(hotline_lab, f"/calls/{call_id}/transfers",
+                            {"target": "kept_seats:12315"})  # fmt: skip
+    assert status == 202 and plan["method"] == "three_way"
+    assert plan["target"]["queue"] == "putian-12315"
+    # a second transfer while this one runs is refused
+    assert seat_api(hotline_lab, f"/calls/{call_id}/transfers", {"target": "seats"})[0] == 409
+    result = pending.wait(90)
+    assert result.answered and result.hung_up_by == "remote"  # the controller ended it
+    assert sorted(seat for seat, _ in landed(lab, mark)) == ["desk", "kept"]
+    # the desk stayed until its own hang-up: caller, seat and kept seats talked together
+    assert seat_sent_bye_after(lab, "desk", mark)
+    log = lab.messages_log.read_text(errors="replace")
+    assert 'ConfBridge("PJSIP/desk-' in log and f"ivr-{call_id},ivr-three-way" in log
+    events = wait_for_call_end(hotline_lab, "putian")
+    types = [e["type"] for e in events]
+    assert types[:4] == ["call_offered", "prompt_played", "queued", "answered"]
+    transferred = events[types.index("transferred")]
+    assert transferred["kind"] == "kept_seats" and transferred["target"] == "putian-12315"
+    assert transferred["method"] == "three_way"
+    # the caller came back to the controller for the survey once everyone had left
+    assert "survey_result" in types or "prompt_played" in types[types.index("transferred") :]
+    assert types[-1] == "call_ended" and events[-1]["answered"] is True
+    assert no_channels_left(lab)
+
+
+def test_three_way_transfer_unanswered_leaves_the_caller_with_the_seat(
+    hotline_lab: HotlineLab, lab: Lab
+) -> None:
+    mark = lab.mark()
+    pending, call_id = desk_call(hotline_lab, lab, mark, hold=60.0)
+    # Putian's sub-centres never answer; sub-centres ring 25 s, then a work order
+    status, plan = seat_api(hotline_lab, f"/calls/{call_id}/transfers",
+                            {"target": "sub_centre:12366"})  # fmt: skip
+    assert status == 202 and plan["on_failure"] == "work_order"
+    result = pending.wait(90)
+    assert result.answered and result.hung_up_by == "remote"
+    assert sorted(seat for seat, _ in landed(lab, mark)) == ["desk", "silent"]
+    assert seat_sent_bye_after(lab, "desk", mark)  # the seat kept talking to the caller
+    events = wait_for_call_end(hotline_lab, "putian")
+    failed = [e for e in events if e["type"] == "transfer_failed"]
+    assert len(failed) == 1 and failed[0]["target"] == "putian-12366"
+    assert failed[0]["outcome"] == "noanswer" and failed[0]["work_order"] is True
+    assert "transferred" not in [e["type"] for e in events]
+    assert no_channels_left(lab)
+
+
+def test_one_key_transfer_puts_the_caller_through_and_frees_the_seat(
+    hotline_lab: HotlineLab, lab: Lab
+) -> None:
+    mark = lab.mark()
+    pending, call_id = desk_call(hotline_lab, lab, mark, hold=40.0)
+    status, plan = seat_api(hotline_lab, f"/calls/{call_id}/transfers",
+                            {"target": "emergency:110"})  # fmt: skip
+    assert status == 202 and plan["method"] == "one_key"
+    result = pending.wait(60)
+    assert result.answered and result.hung_up_by == "remote"
+    assert sorted(landed(lab, mark)) == [("desk", "desk"), ("outside", "110")]
+    assert not seat_sent_bye_after(lab, "desk", mark)  # Asterisk freed the seat at once
+    events = wait_for_call_end(hotline_lab, "putian")
+    transferred = [e for e in events if e["type"] == "transferred"]
+    assert transferred and transferred[0]["target"] == "110"
+    assert transferred[0]["method"] == "one_key"
+    assert events[-1]["type"] == "call_ended"
+    assert no_channels_left(lab)
+
+
+def test_seat_api_refuses_bad_requests(hotline_lab: HotlineLab) -> None:
+    assert seat_api(hotline_lab, "/calls/nope/transfers", {"target": "seats"})[0] == 404
+    request = urllib.request.Request(f"http://127.0.0.1:{hotline_lab.http_port}/calls")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 401

@@ -1,0 +1,95 @@
+"""The calls this controller is carrying now, by call id: what a seat's transfer needs.
+
+A FastAGI session is one call, but a transfer outlives it: Asterisk moves the caller
+out of the session's Queue() into the glue's transfer contexts, the session ends, and
+the caller comes back on a new session (transfer_ended) with the same unique id. In
+between, the call's engine session waits here, "parked".
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ivr.core.engine import CallSession, Instruction
+from ivr.core.transfer import TransferPlan
+
+# A parked call that never came back (Asterisk restarted mid-transfer) is dropped
+# after this long; its record's end was lost with Asterisk's channel.
+PARKED_MAX_S = 6 * 3600.0
+
+
+@dataclass
+class LiveCall:
+    info: Any  # calls.CallInfo: call id, caller, route
+    session: CallSession
+    channel: str  # the caller's channel name (agi_channel), for AMI
+    started: float = field(default_factory=time.monotonic)
+    talking_to: str = ""  # the seat's channel once a person answered (BRIDGEPEER)
+    transfer: TransferPlan | None = None
+    transfer_concluded: bool = False
+    next_instruction: Instruction | None = None  # where the flow goes on after the transfer
+    held_events: list[dict[str, Any]] = field(default_factory=list)
+    parked: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    # One call's events leave in order even when the AMI watcher reports a transfer's
+    # outcome while the call's own session goes on.
+    events_lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def start_transfer(self, plan: TransferPlan) -> bool:
+        """Claim the call for one transfer; False when one is already under way."""
+        with self.lock:
+            if self.transfer is not None and not self.transfer_concluded:
+                return False
+            self.transfer, self.transfer_concluded = plan, False
+            self.parked.clear()
+            return True
+
+    def conclude_transfer(self) -> TransferPlan | None:
+        """The plan, the first time its outcome is reported; None after that."""
+        with self.lock:
+            if self.transfer is None or self.transfer_concluded:
+                return None
+            self.transfer_concluded = True
+            return self.transfer
+
+    def abandon_transfer(self) -> None:
+        """The transfer never started (the switch refused it): the call is as before."""
+        with self.lock:
+            self.transfer, self.transfer_concluded = None, False
+
+
+class LiveCalls:
+    """Thread-safe: FastAGI sessions register, the transfer API looks up."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, LiveCall] = {}
+        self._lock = threading.Lock()
+
+    def add(self, call: LiveCall) -> None:
+        with self._lock:
+            self._calls[call.info.call_id] = call
+            self._sweep()
+
+    def get(self, call_id: str) -> LiveCall | None:
+        with self._lock:
+            return self._calls.get(call_id)
+
+    def remove(self, call_id: str) -> None:
+        with self._lock:
+            self._calls.pop(call_id, None)
+
+    def all(self) -> list[LiveCall]:
+        with self._lock:
+            return list(self._calls.values())
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for call_id, call in list(self._calls.items()):
+            if call.parked.is_set() and now - call.started > PARKED_MAX_S:
+                del self._calls[call_id]
