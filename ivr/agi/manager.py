@@ -61,8 +61,8 @@ class AmiLink(Manager):  # type: ignore[misc]
         except OSError as exc:
             raise AmiUnavailable(f"manager {s.host}:{s.port} unreachable: {exc}") from exc
         sock.settimeout(None)  # pyst2's reader thread blocks on it; close() ends it
+        self._raw = sock
         self._sock = sock.makefile(mode="rwb", buffering=0)
-        sock.close()  # the file object keeps the descriptor
         self._connected.set()
         self._running.set()
         self.message_thread.daemon = True
@@ -89,12 +89,16 @@ class AmiLink(Manager):  # type: ignore[misc]
         if self._running.is_set() and self._connected.is_set():
             with contextlib.suppress(AmiUnavailable):
                 self._write({"Action": "Logoff", "ActionID": "logoff"})
-        if self._running.is_set():
-            self._message_queue.put(None)
+        raw = getattr(self, "_raw", None)
+        if raw is not None:
+            # EOF ends pyst2's reader thread cleanly; closing under it would not
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_RDWR)
+            if self.message_thread.is_alive():
+                self.message_thread.join(timeout=1.0)
+            raw.close()
         self._running.clear()
         self._connected.clear()
-        with contextlib.suppress(AttributeError, OSError):
-            self._sock.close()
 
     # -- actions ---------------------------------------------------------------------
     def send_action(self, cdict: dict[str, Any] | None = None, **kwargs: Any) -> ManagerMsg:

@@ -191,7 +191,7 @@ def resolve_target(directory: Directory, route: Route, ref: str) -> Target | Non
         queue = region.dialect_seats[0].queue
         return Target("seats", queue, queue=queue)
     if kind == "queue":
-        return Target("seats", arg, queue=arg)
+        return Target("seats", arg, queue=arg) if arg else None
     if kind == "kept_seats":
         # kept_seats:12315 names another line's seats: a seat's transfer link to them.
         line = directory.line(arg or route.line)

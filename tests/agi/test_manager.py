@@ -1,0 +1,61 @@
+"""The manager link's timeouts and event matching, against a fake manager."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from ivr.agi.manager import AmiLink, AmiSettings, AmiUnavailable
+
+from agi.fake_manager import FakeManager
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_unreachable_manager_fails_at_once() -> None:
+    started = time.monotonic()
+    with pytest.raises(AmiUnavailable, match="unreachable"):
+        AmiLink(AmiSettings("127.0.0.1", free_port(), "ivr", "s3cret")).open()
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_silent_manager_fails_within_the_action_timeout() -> None:
+    manager = FakeManager(silent_on="Getvar")
+    try:
+        with AmiLink(AmiSettings("127.0.0.1", manager.port, "ivr", "s3cret"), 0.3) as link:
+            started = time.monotonic()
+            with pytest.raises(AmiUnavailable, match="no answer to Getvar"):
+                link.getvar("PJSIP/x", "BRIDGEPEER")
+            assert time.monotonic() - started < 1.0
+    finally:
+        manager.close()
+
+
+def test_events_are_matched_to_their_action() -> None:
+    manager = FakeManager(originate={"Response": "Failure", "Reason": "5"})
+    try:
+        with AmiLink(AmiSettings("127.0.0.1", manager.port, "ivr", "s3cret")) as link:
+            other = link.expect("OriginateResponse", "someone-else")
+            mine = link.expect("OriginateResponse", "mine")
+            link.action("Originate", Channel="Local/110@ivr-outbound", ActionID="mine")
+            event = mine(2.0)
+            assert event is not None and event.get_header("Reason") == "5"
+            assert other(0.1) is None
+        assert manager.names()[0] == "Login" and manager.names()[-1] == "Logoff"
+    finally:
+        manager.close()
+
+
+def test_an_error_reply_is_an_error() -> None:
+    manager = FakeManager(secret="right")
+    try:
+        with pytest.raises(AmiUnavailable, match="login refused: Authentication failed"):
+            AmiLink(AmiSettings("127.0.0.1", manager.port, "ivr", "wrong")).open()
+    finally:
+        manager.close()

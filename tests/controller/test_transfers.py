@@ -1,0 +1,243 @@
+"""A seat's transfer on the Asterisk side, against a scripted Asterisk peer and a fake
+manager: which AMI actions it sends, how the FastAGI session hands the call over and
+takes it up again, and what reaches the platform. Real calls are in tests/lab."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from controller.test_calls import Recorder, asterisk
+from ivr.agi.calls import CallController
+from ivr.agi.manager import AmiLink, AmiSettings, AmiUnavailable
+from ivr.agi.server import AgiServer
+from ivr.agi.transfers import AsteriskTransfers
+from ivr.core.clock import SHANGHAI
+from ivr.core.routing import Hotline
+from ivr.core.transfer import CallNotFound, TransferRefused, UnknownTransferTarget
+
+from agi.fake_asterisk import UNIQUEID, FakeAsterisk
+from agi.fake_manager import FakeManager
+
+QUEUE_FACTS = 'GET FULL VARIABLE "${QUEUESTATUS}|${ABANDONED}|${QEHOLDTIME}|${MEMBERNAME}"'
+
+
+class Rig:
+    """A controller on a free port, its transfers over a fake manager, and a recorder."""
+
+    def __init__(self, hotline: Hotline, manager: FakeManager) -> None:
+        self.recorder = Recorder()
+        self.calls = CallController(
+            lambda: hotline,
+            events=self.recorder,
+            clock=lambda: datetime(2022, 1, 10, 9, 0, tzinfo=SHANGHAI),
+        )
+        self.server = AgiServer(("127.0.0.1", 0), self.calls.routes())
+        self.address = self.server.start()
+        self.manager = manager
+        settings = AmiSettings("127.0.0.1", manager.port, "ivr", "s3cret")
+        self.transfers = AsteriskTransfers(
+            self.calls, settings, link_factory=lambda s: AmiLink(s, action_timeout=1.0)
+        )
+
+    def events(self) -> list[dict[str, Any]]:
+        return [e for _, es in self.recorder.calls for e in es]
+
+    def wait_for(self, event_type: str, timeout: float = 5.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [e for e in self.events() if e["type"] == event_type]
+            if found:
+                return found[0]
+            time.sleep(0.02)
+        raise AssertionError(f"no {event_type} event; got {[e['type'] for e in self.events()]}")
+
+    def queued_call(self, **env: str) -> FakeAsterisk:
+        """A 12345 call in Fuzhou, left inside Queue() (its EXEC not answered yet)."""
+        peer = FakeAsterisk.connect(self.address)
+        peer.send_env("incoming_call", agi_arg_1="fuzhou-ct", **env)
+        respond = asterisk()
+        while (command := peer.read_command()) is not None:
+            if command.startswith("EXEC Queue"):
+                return peer
+            peer.reply(respond(command))
+        raise AssertionError("the call never reached Queue()")
+
+    def pulled_out_of_the_queue(self, peer: FakeAsterisk) -> list[str]:
+        """Asterisk moves the caller (AMI Redirect): Queue() returns, then HANGUP."""
+        peer.reply("200 result=0")
+        commands = []
+        while (command := peer.read_command()) is not None:
+            commands.append(command)
+            if len(commands) == 1:
+                peer.reply("HANGUP", "200 result=-1")
+            else:  # the dead-channel read of the queue's facts
+                peer.reply("200 result=1 (||7|PJSIP/desk)")
+        return commands
+
+    def back_from_transfer(self, *args: str, keys: dict[str, str] | None = None) -> list[str]:
+        """The caller's new FastAGI session after the transfer (transfer_ended)."""
+        peer = FakeAsterisk.connect(self.address)
+        extra = {f"agi_arg_{i}": a for i, a in enumerate(args, start=1)}
+        peer.send_env("transfer_ended", **extra)
+        respond = asterisk(keys=keys)
+        commands = []
+        while (command := peer.read_command()) is not None:
+            commands.append(command)
+            peer.reply(respond(command))
+        return commands
+
+    def close(self) -> None:
+        self.server.stop()
+        self.manager.close()
+
+
+@pytest.fixture
+def rig(hotline: Hotline, request: pytest.FixtureRequest) -> Iterator[Rig]:
+    options = getattr(request, "param", {})
+    r = Rig(hotline, FakeManager(**options))
+    yield r
+    r.close()
+
+
+def test_three_way_moves_caller_and_seat_into_the_room_and_rings_the_target(rig: Rig) -> None:
+    peer = rig.queued_call()
+    plan = rig.transfers.transfer(UNIQUEID, "sub_centre:12366")
+    assert plan.method == "three_way" and plan.target.number == "059112366"
+    setvars = [a for a in rig.manager.actions if a.get("Action") == "Setvar"]
+    assert {(a["Channel"], a["Variable"], a["Value"]) for a in setvars} == {
+        ("PJSIP/trunk-00000001", "IVR_ROOM", f"ivr-{UNIQUEID}"),
+        ("PJSIP/desk-00000002", "IVR_ROOM", f"ivr-{UNIQUEID}"),
+    }
+    redirect = next(a for a in rig.manager.actions if a.get("Action") == "Redirect")
+    assert (redirect["Context"], redirect["Exten"], redirect["ExtraExten"]) == (
+        "ivr-three-way", "caller", "member",
+    )  # fmt: skip
+    assert redirect["ExtraChannel"] == "PJSIP/desk-00000002"
+    commands = rig.pulled_out_of_the_queue(peer)
+    assert commands[0] == QUEUE_FACTS  # then the session parks the call and ends
+    transferred = rig.wait_for("transferred")
+    assert transferred == {"type": "transferred", "kind": "sub_centre",
+                           "target": "fuzhou-12366", "method": "three_way"}  # fmt: skip
+    originate = next(a for a in rig.manager.actions if a.get("Action") == "Originate")
+    assert originate["Channel"] == "Local/059112366@ivr-outbound"
+    assert originate["Timeout"] == "25000" and originate["Exten"] == "member"
+    assert originate["Variable"] == f"IVR_ROOM=ivr-{UNIQUEID}"
+    # the room closed with the caller in it: back to the controller for the survey
+    commands = rig.back_from_transfer("three_way", keys={"ivr/survey_question": "5"})
+    assert commands[0] == "GET DATA ivr/survey_question 8000 1" and commands[-1] == "HANGUP"
+    types = [e["type"] for e in rig.events()]
+    assert types[:4] == ["call_offered", "prompt_played", "queued", "answered"]
+    # the survey's events come after the transfer's, never before
+    assert types.index("transferred") < types.index("survey_result")
+    assert types[-1] == "call_ended" and types.count("call_ended") == 1
+    answered = next(e for e in rig.events() if e["type"] == "answered")
+    assert answered["wait_s"] == 7.0 and answered["answered_by"] == "PJSIP/desk-00000002"
+    assert rig.calls.live.get(UNIQUEID) is None
+
+
+@pytest.mark.parametrize(
+    "rig", [{"originate": {"Response": "Failure", "Reason": "3"}}], indirect=True
+)
+def test_unanswered_three_way_reports_a_work_order_and_the_caller_stays(rig: Rig) -> None:
+    peer = rig.queued_call()
+    rig.transfers.transfer(UNIQUEID, "sub_centre:12366")
+    rig.pulled_out_of_the_queue(peer)
+    failed = rig.wait_for("transfer_failed")
+    assert (failed["outcome"], failed["work_order"], failed["method"]) == (
+        "noanswer", True, "three_way",
+    )  # fmt: skip
+    # the seat talks on with the caller; when it leaves, the survey
+    commands = rig.back_from_transfer("three_way")
+    assert commands[0].startswith("GET DATA ivr/survey_question")
+    assert "transferred" not in [e["type"] for e in rig.events()]
+
+
+def test_one_key_sends_the_caller_alone_and_unanswered_goes_back_to_the_seats(rig: Rig) -> None:
+    peer = rig.queued_call()
+    plan = rig.transfers.transfer(UNIQUEID, "emergency:110")
+    assert plan.method == "one_key"
+    setvars = {
+        a["Variable"]: a["Value"] for a in rig.manager.actions if a.get("Action") == "Setvar"
+    }
+    assert setvars == {"IVR_TRANSFER_DIAL": "Local/110@ivr-outbound", "IVR_TRANSFER_RING": "30"}
+    redirect = next(a for a in rig.manager.actions if a.get("Action") == "Redirect")
+    assert redirect["Context"] == "ivr-one-key" and "ExtraChannel" not in redirect
+    assert "Originate" not in rig.manager.names()  # the glue's Dial rings the target
+    rig.pulled_out_of_the_queue(peer)
+    commands = rig.back_from_transfer("one_key", "NOANSWER")
+    assert commands[-1] == 'SET VARIABLE "IVR_RESULT" "fallback"'  # the glue queues them
+    failed = rig.wait_for("transfer_failed")
+    assert failed["method"] == "one_key" and failed["work_order"] is False
+    ended = rig.wait_for("call_ended")
+    assert ended["target_kind"] == "seats"
+
+
+def test_one_key_answered_then_the_survey(rig: Rig) -> None:
+    peer = rig.queued_call()
+    rig.transfers.transfer(UNIQUEID, "utility:power")
+    rig.pulled_out_of_the_queue(peer)
+    commands = rig.back_from_transfer("one_key", "ANSWER", keys={"ivr/survey_question": "4"})
+    assert commands[0].startswith("GET DATA ivr/survey_question")
+    assert rig.wait_for("transferred")["target"] == "power"
+    assert rig.wait_for("survey_result")["key"] == "4"
+
+
+def test_caller_leaving_during_the_transfer_ends_the_record_once(rig: Rig) -> None:
+    peer = rig.queued_call()
+    rig.transfers.transfer(UNIQUEID, "emergency:110")
+    rig.pulled_out_of_the_queue(peer)
+    commands = rig.back_from_transfer("hangup", "CANCEL")  # the hang-up handler
+    assert commands == []  # nothing to do on a dead channel but record it
+    failed = rig.wait_for("transfer_failed")
+    assert failed["outcome"] == "caller_left"
+    types = [e["type"] for e in rig.events()]
+    assert types.count("call_ended") == 1 and "survey_result" not in types
+
+
+@pytest.mark.parametrize("rig", [{"bridgepeer": ""}], indirect=True)
+def test_a_caller_not_talking_to_a_seat_cannot_be_transferred(rig: Rig) -> None:
+    peer = rig.queued_call()
+    with pytest.raises(TransferRefused):
+        rig.transfers.transfer(UNIQUEID, "emergency:110")
+    assert "Redirect" not in rig.manager.names()
+    live = rig.calls.live.get(UNIQUEID)
+    assert live is not None and live.transfer is None  # the call is as it was
+    # and the call goes on undisturbed: the seat answers, the survey follows
+    peer.reply("200 result=0")
+    assert peer.read_command() == QUEUE_FACTS
+    peer.reply("200 result=1 (||4|seat-1)")
+    assert peer.read_command().startswith("GET DATA ivr/survey_question")
+    peer.close()
+
+
+def test_transfer_requests_that_cannot_start(rig: Rig) -> None:
+    with pytest.raises(CallNotFound):
+        rig.transfers.transfer("no-such-call", "emergency:110")
+    peer = rig.queued_call()
+    with pytest.raises(UnknownTransferTarget):
+        rig.transfers.transfer(UNIQUEID, "sub_centre:99999")
+    rig.transfers.transfer(UNIQUEID, "kept_seats:12315")
+    with pytest.raises(TransferRefused, match="already under way"):
+        rig.transfers.transfer(UNIQUEID, "seats")
+    rig.pulled_out_of_the_queue(peer)
+
+
+@pytest.mark.parametrize("rig", [{"secret": "other"}], indirect=True)
+def test_manager_refusing_the_login_leaves_the_call_as_it_was(rig: Rig) -> None:
+    peer = rig.queued_call()
+    with pytest.raises(AmiUnavailable, match="login refused"):
+        rig.transfers.transfer(UNIQUEID, "emergency:110")
+    live = rig.calls.live.get(UNIQUEID)
+    assert live is not None and live.transfer is None
+    peer.close()
+
+
+def test_back_from_a_transfer_the_controller_forgot_still_reaches_the_seats(rig: Rig) -> None:
+    # e.g. the controller restarted while the caller rang 110 and nobody answered
+    commands = rig.back_from_transfer("one_key", "NOANSWER")
+    assert commands == ['SET VARIABLE "IVR_RESULT" "fallback"']
