@@ -122,15 +122,16 @@ class Controller:
             if seat_token
             else f"seat API off: {where}; it is never served without a token"
         )
+        desks: list[Any] = [self.transfers]
         self.app = create_app(
-            registry=self.registry, health=self.health, seat_token=seat_token,
-            desks=[self.transfers],
-        )  # fmt: skip
+            registry=self.registry, health=self.health, seat_token=seat_token, desks=desks
+        )
         # Twilio numbers are answered on the same HTTP listener, once a token is set.
         self.twilio_status = register_twilio(
             self.app, self.live, settings.twilio, root=root,
             events=FanOut([SequencedSink(self.publisher), self.indicators]),
             clock=self.calls.clock, default_redis_url=redis_url or platform.redis_url,
+            desks=desks,
         )  # fmt: skip
         self.http_address = http_address or host_port(settings.http.listen)
         self.http: BaseWSGIServer | None = None

@@ -10,7 +10,10 @@ from typing import Any
 
 from flask import Flask
 
+from ivr.core.clock import SHANGHAI
 from ivr.core.routing import Hotline
+from ivr.events import NoEvents
+from ivr.twilio.rest import TwilioRest
 from ivr.twilio.settings import (
     TwilioNotConfigured,
     TwilioSection,
@@ -18,7 +21,8 @@ from ivr.twilio.settings import (
     load_twilio_settings,
 )
 from ivr.twilio.state import MemoryStateStore, RedisStateStore, StateStore
-from ivr.twilio.webhooks import twilio_blueprint
+from ivr.twilio.transfers import TwilioTransfers
+from ivr.twilio.webhooks import TwilioWebhooks
 
 
 def open_state_store(settings: TwilioSettings) -> StateStore:
@@ -40,9 +44,11 @@ def register_twilio(
     clock: Callable[[], datetime] | None = None,
     default_redis_url: str | None = None,
     env: Mapping[str, str] | None = None,
+    desks: list[Any] | None = None,
 ) -> str:
     """Add the webhooks to ``app`` if an auth token is configured. Returns one line for
-    the log: where the webhooks are, or why they are off."""
+    the log: where the webhooks are, or why they are off. ``desks`` (the seat API's
+    front-ends) gets the Twilio one, which transfers calls through the REST API."""
     try:
         settings = load_twilio_settings(
             section, root=root, env=env, default_redis_url=default_redis_url
@@ -50,9 +56,18 @@ def register_twilio(
         store = open_state_store(settings)
     except TwilioNotConfigured as exc:
         return f"Twilio webhooks off: {exc}"
-    app.register_blueprint(twilio_blueprint(hotline_source, settings, events, clock, store=store))
+    hooks = TwilioWebhooks(
+        hotline_source, settings, events if events is not None else NoEvents(),
+        clock or (lambda: datetime.now(SHANGHAI)), store,
+    )  # fmt: skip
+    rest, why_not = TwilioRest.from_env(settings.auth_token, env)
+    transfers = TwilioTransfers(hooks, rest, why_not)
+    if desks is not None:
+        desks.append(transfers)
+    app.register_blueprint(hooks.blueprint())
     where = settings.public_base_url or "(no public_base_url: the Host header decides)"
     return (
         f"Twilio webhooks on {where}/twilio/voice (status /twilio/status, fallback "
-        f"/twilio/fallback); call state in {settings.state_store}"
+        f"/twilio/fallback); call state in {settings.state_store}; "
+        + ("seats' transfers through the REST API" if rest else why_not)
     )

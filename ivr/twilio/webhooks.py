@@ -132,6 +132,7 @@ class TwilioWebhooks:
         self.signatures = SignatureChecker(
             settings.auth_token, settings.public_base_url, settings.shared_key_secret
         )
+        self.transfers: Any = None  # a TwilioTransfers once seats may transfer calls
 
     def blueprint(self) -> Blueprint:
         bp = Blueprint("twilio", __name__, url_prefix="/twilio")
@@ -144,6 +145,13 @@ class TwilioWebhooks:
         )
         bp.add_url_rule("/status", "status", self._guard(self.status), methods=methods)
         bp.add_url_rule("/fallback", "fallback", self.fallback, methods=methods)
+        bp.add_url_rule(
+            "/transfer-ended", "transfer_ended", self._guard(self._transfer_ended), methods=methods
+        )
+        bp.add_url_rule(
+            "/transfer-status", "transfer_status", self._guard(self._transfer_status),
+            methods=methods,
+        )  # fmt: skip
         if self.settings.prompts_dir is not None:
             bp.add_url_rule("/prompts/<name>.wav", "prompt", self.prompt)
         return bp
@@ -233,8 +241,10 @@ class TwilioWebhooks:
             log.warning("twilio call %s: unknown or expired call state; to the seats", sid)
             return self._to_seats(request, "state_lost")
         if record.step != step:
-            if record.state.get("done"):
-                return _twiml(VoiceResponse())  # a late result for a call that has ended
+            if record.state.get("done") or "transfer" in record.extra:
+                # a late result for a call that has ended, or the queue's or dial's own
+                # report once a seat's transfer moved the caller: Twilio ignores it
+                return _twiml(VoiceResponse())
             log.warning(
                 "twilio call %s: replayed continuation refused (409): step %d, current %d",
                 sid,
@@ -291,7 +301,16 @@ class TwilioWebhooks:
                 return Response(status=204)
             turn = self._turn(sid, record)
             state = turn.session.state
-            if state.waiting in ("connect", "last_resort"):
+            transfer = record.extra.get("transfer")
+            if transfer is not None and state.waiting == "connect":
+                # the caller left during a seat's transfer: they had a person
+                if self.transfers is not None:
+                    self.transfers._conclude(turn, "caller_left")
+                turn.session.caller_hung_up(answered=True, wait_s=float(transfer["wait_s"]))
+                turn.session.events[:] = [
+                    e for e in turn.session.events if e["type"] != "answered"
+                ]  # published when the transfer began
+            elif state.waiting in ("connect", "last_resort"):
                 waited = turn.now - (record.connect_at or turn.now)
                 turn.session.caller_hung_up(answered=False, wait_s=max(0.0, waited))
             else:
@@ -310,6 +329,16 @@ class TwilioWebhooks:
             form.get("ErrorCode", "?"),
         )
         return self._to_seats(request, "twilio_fallback")
+
+    def _transfer_ended(self) -> Response:
+        if self.transfers is None:
+            return self._to_seats(request, "transfers_off")
+        return self.transfers.ended()
+
+    def _transfer_status(self) -> Response:
+        if self.transfers is None:
+            return Response(status=204)
+        return self.transfers.status()
 
     def _keep_waiting(self, req: Request) -> Response:
         """A wait URL that failed: the caller is already queued for a person (where

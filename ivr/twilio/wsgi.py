@@ -17,6 +17,7 @@ import fcntl
 import logging
 import os
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,13 +26,16 @@ from prometheus_client import CollectorRegistry
 
 from ivr.check import load_hotline
 from ivr.config import ConfigError, read_yaml, validate
+from ivr.core.clock import SHANGHAI
 from ivr.paths import default_root
 from ivr.platform.publisher import Publisher
-from ivr.settings import ControllerSettings
+from ivr.settings import ControllerSettings, secret
 from ivr.twilio.app import open_state_store
 from ivr.twilio.events import SequencedSink
+from ivr.twilio.rest import TwilioRest
 from ivr.twilio.settings import REDIS_ENV, TwilioNotConfigured, load_twilio_settings
-from ivr.twilio.webhooks import twilio_blueprint
+from ivr.twilio.transfers import TwilioTransfers
+from ivr.twilio.webhooks import TwilioWebhooks
 from ivr.web import create_app
 
 log = logging.getLogger(__name__)
@@ -66,12 +70,23 @@ def create_webhook_app(root: str | Path | None = None) -> Flask:
         stats = publisher.stats()
         return {"ok": bool(stats["healthy"]), "events": stats}
 
-    app = create_app(registry=registry, health=health, publisher=publisher)
-    app.register_blueprint(
-        twilio_blueprint(
-            lambda: hotline, settings, SequencedSink(publisher), store=open_state_store(settings)
-        )
-    )
+    hooks = TwilioWebhooks(
+        lambda: hotline, settings, SequencedSink(publisher),
+        lambda: datetime.now(SHANGHAI), open_state_store(settings),
+    )  # fmt: skip
+    rest, why_not = TwilioRest.from_env(settings.auth_token, env)
+    transfers = TwilioTransfers(hooks, rest, why_not)
+    if rest is None:
+        log.warning("%s", why_not)
+    # The seats' desktop API beside the webhooks: transfers of Twilio calls.
+    seat_token, where = secret("IVR_SEAT_API_TOKEN", controller.seat_api.token_file, folder)
+    if seat_token is None:
+        log.warning("seat API off: %s", where)
+    app = create_app(
+        registry=registry, health=health, publisher=publisher, seat_token=seat_token,
+        desks=[transfers],
+    )  # fmt: skip
+    app.register_blueprint(hooks.blueprint())
     return app
 
 

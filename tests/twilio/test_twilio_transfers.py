@@ -1,0 +1,251 @@
+"""A seat's transfer of a Twilio call: the REST requests the twilio library sends (to a
+recording HTTP client standing in for api.twilio.com, which these tests cannot reach),
+the TwiML it moves the calls to (parsed as XML), and the webhooks that follow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import xml.etree.ElementTree as ET
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from twilio.http import HttpClient
+from twilio.http.response import Response as TwilioResponse
+from twilio_peer import ACCOUNT, Clock, Recorder, TwilioPeer, make_settings, parse
+
+from ivr.core.clock import SHANGHAI
+from ivr.core.routing import Hotline
+from ivr.twilio.rest import TwilioRest
+from ivr.twilio.state import MemoryStateStore
+from ivr.twilio.transfers import TwilioTransfers
+from ivr.twilio.webhooks import TwilioWebhooks
+from ivr.web import create_app
+
+SEAT_TOKEN = "seat-token-for-tests"
+SEAT_CALL = "CA" + "2" * 32
+TARGET_LEG = "CA" + "3" * 32
+CONFERENCE = "CF" + "4" * 32
+NOW = datetime(2022, 1, 10, 10, 0, tzinfo=SHANGHAI)
+
+
+class TwilioApi(HttpClient):  # type: ignore[misc]
+    """Answers the REST calls a transfer makes, and keeps them."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__(logging.getLogger("twilio-test"), is_async=False)
+        self.fail = fail
+        self.requests: list[tuple[str, str, dict[str, Any]]] = []
+
+    def request(self, method: str, uri: str, params: Any = None, data: Any = None,
+                headers: Any = None, auth: Any = None, timeout: Any = None,
+                allow_redirects: bool = False) -> TwilioResponse:  # fmt: skip
+        self.requests.append((method, uri, dict(data or {})))
+        if self.fail:
+            return TwilioResponse(503, json.dumps({"code": 20500, "message": "down"}))
+        if "/Participants" in uri:
+            body = {"call_sid": TARGET_LEG, "conference_sid": CONFERENCE, "account_sid": ACCOUNT}
+            return TwilioResponse(
+                201 if uri.endswith("Participants.json") else 200, json.dumps(body)
+            )
+        return TwilioResponse(200, json.dumps({"sid": uri.rsplit("/", 1)[-1][:-5]}))
+
+    def updates_of(self, call_sid: str) -> list[ET.Element]:
+        return [
+            ET.fromstring(data["Twiml"])
+            for method, uri, data in self.requests
+            if method == "POST" and uri.endswith(f"/Calls/{call_sid}.json")
+        ]
+
+
+class Rig:
+    def __init__(self, hotline: Hotline, api: TwilioApi, rest: bool = True, **section: Any) -> None:
+        self.api = api
+        self.events = Recorder()
+        self.store = MemoryStateStore()
+        settings = make_settings(**section)
+        self.hooks = TwilioWebhooks(lambda: hotline, settings, self.events, Clock(NOW), self.store)
+        client = (
+            TwilioRest.create(ACCOUNT, "test-auth-token-0123456789abcdef", api) if rest else None
+        )
+        self.transfers = TwilioTransfers(self.hooks, client, "no TWILIO_ACCOUNT_SID")
+        app = create_app(seat_token=SEAT_TOKEN, desks=[self.transfers])
+        app.register_blueprint(self.hooks.blueprint())
+        self.client = app.test_client()
+        self.peer = TwilioPeer(self.client, to="+8659112345")
+
+    def queued(self) -> ET.Element:
+        """Walk a 12345 call to its <Enqueue> for the seats (the seat then answers)."""
+        root = self.peer.call()
+        while root[-1].tag == "Redirect":
+            root = parse(self.peer.post(root[-1].text or "").data)
+        assert root[-1].tag == "Enqueue", [c.tag for c in root]
+        return root[-1]
+
+    def seat_transfers(self, target: str, seat_call: str = SEAT_CALL) -> Any:
+        body = {"target": target, **({"seat_call": seat_call} if seat_call else {})}
+        return self.client.post(f"/calls/{self.peer.sid}/transfers", json=body,
+                                headers={"Authorization": f"Bearer {SEAT_TOKEN}"})  # fmt: skip
+
+    def participant(self) -> dict[str, Any]:
+        return next(d for m, u, d in self.api.requests if u.endswith("/Participants.json"))
+
+    def types(self) -> list[str]:
+        return self.events.types(self.peer.sid)
+
+
+@pytest.fixture
+def rig(hotline: Hotline) -> Rig:
+    return Rig(hotline, TwilioApi())
+
+
+def test_three_way_puts_caller_and_seat_in_a_conference_and_rings_the_target(rig: Rig) -> None:
+    enqueue = rig.queued()
+    answer = rig.seat_transfers("sub_centre:12366")
+    assert answer.status_code == 202 and answer.json["front_end"] == "twilio"
+    room = f"ivr-{rig.peer.sid}"
+    (caller,) = rig.api.updates_of(rig.peer.sid)
+    conference = caller.find("Dial/Conference")
+    assert conference is not None and conference.text == room
+    assert conference.get("endConferenceOnExit") == "true"
+    action = caller.find("Dial").get("action", "")
+    assert "/twilio/transfer-ended?" in action
+    (seat,) = rig.api.updates_of(SEAT_CALL)
+    assert seat.find("Dial/Conference").get("endConferenceOnExit") == "false"
+    participant = rig.participant()
+    assert (participant["To"], participant["From"], participant["Timeout"]) == (
+        "059112366", "+8659112345", 25,
+    )  # fmt: skip
+    assert participant["EndConferenceOnExit"] == "true"
+    assert rig.types()[-1] == "answered"  # the seat had answered: recorded at once
+    # Twilio then reports the queue's end (the caller was moved): nothing to do
+    late = rig.peer.post(enqueue.get("action", ""), QueueResult="redirected", QueueTime="9")
+    assert late.status_code == 200 and len(parse(late.data)) == 0
+    # the target answers
+    status_url = participant["StatusCallback"]
+    assert (
+        rig.peer.post(status_url, CallSid=TARGET_LEG, CallStatus="in-progress").status_code == 204
+    )
+    transferred = rig.events.of_type("transferred")
+    assert transferred == [{"type": "transferred", "kind": "sub_centre",
+                            "target": "fuzhou-12366", "method": "three_way"}]  # fmt: skip
+    # ...and later leaves: the room ends, the caller's Dial action goes on to the survey
+    survey = parse(rig.peer.post(action, DialCallStatus="completed", DialCallDuration="90").data)
+    assert survey.find("Gather") is not None
+    # a replay of that action changes nothing
+    again = rig.peer.post(action, DialCallStatus="completed", DialCallDuration="90")
+    assert again.status_code == 200 and len(parse(again.data)) == 0
+    types = rig.types()
+    assert types.count("answered") == 1 and types.index("answered") < types.index("transferred")
+
+
+def test_unanswered_three_way_raises_a_work_order_and_ends_the_room_with_the_seat(
+    rig: Rig,
+) -> None:
+    rig.queued()
+    rig.seat_transfers("sub_centre:12366")
+    status_url = rig.participant()["StatusCallback"]
+    rig.peer.post(status_url, CallSid=TARGET_LEG, CallStatus="no-answer")
+    (failed,) = rig.events.of_type("transfer_failed")
+    assert (failed["outcome"], failed["work_order"]) == ("noanswer", True)
+    _, uri, data = rig.api.requests[-1]
+    assert uri.endswith(f"/Conferences/{CONFERENCE}/Participants/{SEAT_CALL}.json")
+    assert data == {"EndConferenceOnExit": "true"}
+    assert "transferred" not in rig.types()
+
+
+def test_one_key_moves_the_caller_alone_and_unanswered_goes_back_to_the_seats(rig: Rig) -> None:
+    rig.queued()
+    answer = rig.seat_transfers("emergency:110", seat_call="")
+    assert answer.status_code == 202 and answer.json["method"] == "one_key"
+    (caller,) = rig.api.updates_of(rig.peer.sid)
+    dial = caller.find("Dial")
+    assert dial.get("timeout") == "30" and dial.find("Number").text == "110"
+    assert rig.api.updates_of(SEAT_CALL) == []  # the seat's leg ends with the bridge
+    back = parse(rig.peer.post(dial.get("action", ""), DialCallStatus="no-answer").data)
+    assert back.find("Enqueue").text == "fuzhou-12345"
+    (failed,) = rig.events.of_type("transfer_failed")
+    assert failed["method"] == "one_key" and failed["work_order"] is False
+    (ended,) = rig.events.of_type("call_ended")
+    assert ended["target_kind"] == "seats"
+
+
+def test_caller_leaving_mid_transfer_is_answered_not_abandoned(rig: Rig) -> None:
+    rig.queued()
+    assert rig.seat_transfers("sub_centre:12366").status_code == 202
+    assert rig.peer.hang_up() == 204
+    types = rig.types()
+    assert "abandoned" not in types and types.count("answered") == 1
+    (failed,) = rig.events.of_type("transfer_failed")
+    assert failed["outcome"] == "caller_left"
+    (ended,) = rig.events.of_type("call_ended")
+    assert ended["answered"] is True
+
+
+@pytest.mark.parametrize(
+    ("target", "seat_call", "status", "reason"),
+    [
+        ("sub_centre:12366", "", 409, "seat_call"),
+        ("sub_centre:99999", SEAT_CALL, 422, "names nobody"),
+    ],
+)
+def test_requests_that_cannot_start(
+    rig: Rig, target: str, seat_call: str, status: int, reason: str
+) -> None:
+    rig.queued()
+    answer = rig.seat_transfers(target, seat_call)
+    assert answer.status_code == status and reason in answer.json["error"]
+    assert rig.api.requests == []
+
+
+def test_a_caller_still_in_the_greeting_is_not_talking_to_a_seat(rig: Rig) -> None:
+    rig.peer.call()
+    answer = rig.seat_transfers("emergency:110")
+    assert answer.status_code == 409 and "not talking to a seat" in answer.json["error"]
+
+
+def test_twilio_refusing_the_move_is_503_and_recorded(hotline: Hotline) -> None:
+    rig = Rig(hotline, TwilioApi(fail=True))
+    rig.queued()
+    answer = rig.seat_transfers("emergency:110", seat_call="")
+    assert answer.status_code == 503
+    (failed,) = rig.events.of_type("transfer_failed")
+    assert failed["outcome"] == "failed"
+
+
+def test_without_an_account_sid_no_transfer(hotline: Hotline) -> None:
+    rig = Rig(hotline, TwilioApi(), rest=False)
+    rig.queued()
+    answer = rig.seat_transfers("emergency:110", seat_call="")
+    assert answer.status_code == 503 and "TWILIO_ACCOUNT_SID" in answer.json["error"]
+
+
+def test_forged_transfer_webhooks_are_refused(rig: Rig) -> None:
+    rig.queued()
+    rig.seat_transfers("sub_centre:12366")
+    status_url = rig.participant()["StatusCallback"]
+    query = parse_qs(urlsplit(status_url).query)
+    forged = status_url.replace(query["t"][0], "AAAA" + query["t"][0][4:])
+    assert rig.peer.post(forged, CallSid=TARGET_LEG, CallStatus="in-progress").status_code == 403
+    unsigned = rig.peer.post(status_url, sign=False, CallSid=TARGET_LEG, CallStatus="in-progress")
+    assert unsigned.status_code == 403
+    assert rig.events.of_type("transferred") == []
+
+
+def test_kept_seats_in_a_twilio_queue_cannot_be_rung_into_the_room(rig: Rig) -> None:
+    rig.queued()
+    answer = rig.seat_transfers("kept_seats:12315")
+    assert answer.status_code == 409 and "twilio.queues" in answer.json["error"]
+    assert rig.api.requests == []
+
+
+def test_kept_seats_reachable_by_sip_join_the_room(hotline: Hotline) -> None:
+    # the transfer link from 12345 to a dual line's kept seats
+    rig = Rig(hotline, TwilioApi(), queues={"fuzhou-12315": "sip:kept-12315@pbx.example.test"})
+    rig.queued()
+    assert rig.seat_transfers("kept_seats:12315").status_code == 202
+    participant = rig.participant()
+    assert participant["To"] == "sip:kept-12315@pbx.example.test"
+    assert participant["Timeout"] == 20
