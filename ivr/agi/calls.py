@@ -318,10 +318,11 @@ class _Channel:
 
     def connect(self, connect: Connect) -> ConnectResult:
         agi = self.agi
-        call = var.tags_value({"line": self.route.line, "region": self.route.region,
-                               "mode": self.route.mode.value, "route": connect.flow,
-                               **connect.tags})  # fmt: skip
-        self._set({var.CALL: call, var.CDR_TAGS: call})
+        tags = {"line": self.route.line, "region": self.route.region,
+                "mode": self.route.mode.value, "route": connect.flow, **connect.tags}  # fmt: skip
+        # The seat's screen pop also gets the call id: what its transfer request names.
+        screen = var.tags_value({**tags, "call_id": agi.uniqueid})
+        self._set({var.CALL: screen, var.CDR_TAGS: var.tags_value(tags)})
         timeout = connect.timeout
         block = (timeout + 30.0) if timeout else _NO_TIMEOUT_CAP
         self.connect_started = time.monotonic()

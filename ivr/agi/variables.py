@@ -13,7 +13,8 @@ FALLBACK_QUEUE = "IVR_FALLBACK_QUEUE"  # the region's 12345 seats; the controlle
 # Set by the controller before a queue or dial: what the call is (line, region, mode,
 # route: the flow it is in) and its tags from the dialplan (original_line, merge_mode,
 # …), as "key=value;key=value". IVR_CALL is inherited (the "__" prefix) by the seat's
-# channel for its screen pop; the CDR's userfield keeps the same for reports.
+# channel for its screen pop, with the call_id a transfer request names; the CDR's
+# userfield keeps the same, without the id (the CDR has its own).
 CALL = "__IVR_CALL"
 CDR_TAGS = "CDR(userfield)"
 

@@ -136,7 +136,7 @@ def test_12345_call_answers_greets_queues_and_surveys(controller, recorder: Reco
     assert commands == [
         "ANSWER",
         'STREAM FILE ivr/greeting_12345 "120" 0',
-        f'SET VARIABLE "__IVR_CALL" "{CALL}"',
+        f'SET VARIABLE "__IVR_CALL" "call_id=1732612345.17;{CALL}"',
         f'SET VARIABLE "CDR(userfield)" "{CALL}"',
         'EXEC Queue "xiamen-12345,c,,,60"',
         'GET FULL VARIABLE "${QUEUESTATUS}|${ABANDONED}|${QEHOLDTIME}|${MEMBERNAME}"',
