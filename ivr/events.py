@@ -16,7 +16,9 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from json.encoder import encode_basestring
 from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
@@ -241,17 +243,27 @@ class CallInfo:
         )
 
 
+# A call's events all carry the same caller: mask it once, not once per event.
+_mask_cached = lru_cache(maxsize=1024)(mask_number)
+
+
 def _masked(caller: object) -> str:
     if not isinstance(caller, str):
         return "?"
     # A caller read back from a masked stream is masked already.
-    return caller if "*" in caller else mask_number(caller)
+    return caller if "*" in caller else _mask_cached(caller)
+
+
+# What normalise_caller() returns unchanged: checking costs less than normalising.
+_NORMAL_CALLER = re.compile(r"\+?[0-9]+")
 
 
 def normalise_caller(number: str | None) -> str:
     """Digits with an optional leading +; withheld or anonymous callers become ''."""
     if not number:
         return ""
+    if number.__class__ is str and _NORMAL_CALLER.fullmatch(number):
+        return number
     text = number.strip()
     digits = "".join(ch for ch in text if ch.isdigit() and ch.isascii())
     if not digits:
@@ -276,14 +288,57 @@ def _kind_ok(kind: Kind, value: Any) -> bool:
     return isinstance(value, str)
 
 
-def _encode(kind: Kind, value: Any) -> str:
-    if kind == "bool":
-        return "true" if value else "false"
-    if kind == "int":
-        return str(value)
-    if kind == "float":
-        return json.dumps(float(value))
-    return str(value)
+def _encode_bool(value: Any) -> str:
+    return "true" if value else "false"
+
+
+def _encode_float(value: Any) -> str:
+    number = float(value)
+    # What json.dumps writes: repr for a finite float (the only kind validate() passes).
+    return repr(number) if math.isfinite(number) else json.dumps(number)
+
+
+_ENCODERS: Mapping[str, Callable[[Any], str]] = {
+    "bool": _encode_bool,
+    "int": str,
+    "float": _encode_float,
+    "str": str,
+}
+
+
+# Per event type: its fields in wire order with their encoders, and how many are required.
+_WIRE_ORDER: Mapping[str, tuple[tuple[str, Callable[[Any], str]], ...]] = {
+    kind: tuple((name, _ENCODERS[fs.kind]) for name, fs in spec.items())
+    for kind, spec in SCHEMA.items()
+}
+_REQUIRED_COUNT: Mapping[str, int] = {
+    kind: sum(1 for fs in spec.values() if fs.required) for kind, spec in SCHEMA.items()
+}
+
+
+def _finite_and(check: Callable[[Any], str | None] | None) -> Callable[[Any], str | None]:
+    def finite_check(value: float) -> str | None:
+        if not math.isfinite(value):
+            return "must be finite"
+        return check(value) if check is not None else None
+
+    return finite_check
+
+
+_PLAIN_CLASS = {"str": str, "int": int, "float": float, "bool": bool}
+# Per event type, per field: (the value's exact class, its check, 1 if required), for
+# CallEvent._plainly_valid; a float must also be finite.
+_PLAIN_RULES: Mapping[str, Mapping[str, tuple[type, Callable[[Any], str | None] | None, int]]] = {
+    kind: {
+        name: (
+            _PLAIN_CLASS[fs.kind],
+            _finite_and(fs.check) if fs.kind == "float" else fs.check,
+            int(fs.required),
+        )
+        for name, fs in spec.items()
+    }
+    for kind, spec in SCHEMA.items()
+}
 
 
 def _decode(kind: Kind, name: str, text: str) -> Any:
@@ -306,8 +361,57 @@ def _decode(kind: Kind, name: str, text: str) -> Any:
     return text
 
 
+_MICROSECONDS = tuple(timedelta(microseconds=n) for n in range(1000))
+
+
 def _to_ms(now: datetime) -> datetime:
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    extra = now.microsecond % 1000
+    if not extra:
+        return now
+    if now.__class__ is datetime and not now.fold:
+        return now - _MICROSECONDS[extra]  # the same instant as replace(), for less
+    return now.replace(microsecond=now.microsecond - extra)
+
+
+# -- the two wire timestamps, formatted once per second rather than once per event ----
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLIS = tuple(f".{n:03d}" for n in range(1000))
+# whole UTC second since the epoch -> (UTC date-time, Shanghai date-time, Shanghai offset)
+_SECONDS: dict[int, tuple[str, str, str]] = {}
+
+
+def _second(second: int) -> tuple[str, str, str]:
+    start = _EPOCH + timedelta(seconds=second)
+    utc = start.isoformat()  # YYYY-MM-DDTHH:MM:SS+00:00: always 19 characters, then the offset
+    local = start.astimezone(SHANGHAI).isoformat()
+    heads = (utc[:19], local[:19], local[19:])
+    if len(_SECONDS) >= 4096:
+        _SECONDS.clear()
+    _SECONDS[second] = heads
+    return heads
+
+
+def wire_times(ts: datetime) -> tuple[str, str]:
+    """`ts` as `ts_utc` and `ts_local`: exactly what
+    `ts.astimezone(tz).isoformat(timespec="milliseconds")` gives for UTC and Shanghai."""
+    if ts.tzinfo is None or ts.utcoffset() is None:  # not valid; the library's reading
+        return (
+            ts.astimezone(UTC).isoformat(timespec="milliseconds"),
+            ts.astimezone(SHANGHAI).isoformat(timespec="milliseconds"),
+        )
+    since = ts - _EPOCH
+    second = since.days * 86_400 + since.seconds
+    heads = _SECONDS.get(second) or _second(second)
+    millis = _MILLIS[since.microseconds // 1000]
+    if ts.tzinfo is SHANGHAI:  # astimezone() keeps it as it is, even a time that never was
+        return f"{heads[0]}{millis}+00:00", ts.isoformat(timespec="milliseconds")
+    # Offsets change on whole seconds, so the second's offset holds for its milliseconds.
+    return f"{heads[0]}{millis}+00:00", f"{heads[1]}{millis}{heads[2]}"
+
+
+# Calls whose identifying fields passed validation; bounded, cleared when full.
+_GOOD_CALLS: set[tuple[str, str, str, str, str]] = set()
 
 
 @dataclass(frozen=True, repr=False)
@@ -331,40 +435,70 @@ class CallEvent:
 
     def __post_init__(self) -> None:
         # Read-only view of a private copy: a frozen event must not change later.
-        if isinstance(self.fields, Mapping):
-            object.__setattr__(self, "fields", MappingProxyType(dict(self.fields)))
+        fields = self.fields
+        if fields.__class__ is dict or isinstance(fields, Mapping):
+            object.__setattr__(self, "fields", MappingProxyType(dict(fields)))
 
     @classmethod
     def make(
         cls, type: str, call: CallLike, seq: int, now: datetime, /, **fields: Any
     ) -> CallEvent:
         """A validated event; raises EventError. A survey label is filled from its grade."""
+        return cls._make(type, call, seq, now, fields)
+
+    @classmethod
+    def _make(
+        cls, type: str, call: CallLike, seq: int, now: datetime, fields: dict[str, Any]
+    ) -> CallEvent:
+        """`make()`, for a `fields` dict the event may keep as its own."""
         grade = fields.get("grade")
         if type == SURVEY_RESULT and "label" not in fields and isinstance(grade, int):
             fields["label"] = GRADE_LABELS.get(grade, "")
         if isinstance(now, datetime) and now.tzinfo is not None:
             # Milliseconds are plenty for call events and make the wire form exact.
             now = _to_ms(now)
-        event = cls(
-            type=type,
-            call_id=call.call_id,
-            seq=seq,
-            region=call.region,
-            line=call.line,
-            mode=call.mode,
-            ts=now,
-            caller=normalise_caller(call.caller),
-            fields=fields,
-        )
+        if cls is CallEvent:
+            # What the generated __init__ and __post_init__ do, in one step: `fields`
+            # is the event's own dict already, so it needs no private copy.
+            event = object.__new__(cls)
+            event.__dict__.update(
+                type=type,
+                call_id=call.call_id,
+                seq=seq,
+                region=call.region,
+                line=call.line,
+                mode=call.mode,
+                ts=now,
+                caller=normalise_caller(call.caller),
+                fields=MappingProxyType(fields),
+                schema=SCHEMA_VERSION,
+            )
+        else:
+            event = cls(
+                type=type,
+                call_id=call.call_id,
+                seq=seq,
+                region=call.region,
+                line=call.line,
+                mode=call.mode,
+                ts=now,
+                caller=normalise_caller(call.caller),
+                fields=fields,
+            )
         event.validate()
         # Frozen and checked: the publisher need not check it again on the call's time.
-        object.__setattr__(event, "_checked", True)
+        event.mark_checked()
         return event
 
     @property
     def checked(self) -> bool:
-        """Built by make(), so already validated (and frozen since)."""
+        """Built by make(), or validated since (and frozen all along)."""
         return getattr(self, "_checked", False)
+
+    def mark_checked(self) -> None:
+        """Note that validate() passed, so that nobody repeats it (a frozen event
+        stays valid)."""
+        object.__setattr__(self, "_checked", True)
 
     @property
     def event_id(self) -> str:
@@ -373,11 +507,11 @@ class CallEvent:
 
     @property
     def ts_utc(self) -> str:
-        return self.ts.astimezone(UTC).isoformat(timespec="milliseconds")
+        return wire_times(self.ts)[0]
 
     @property
     def ts_local(self) -> str:
-        return self.ts.astimezone(SHANGHAI).isoformat(timespec="milliseconds")
+        return wire_times(self.ts)[1]
 
     def __repr__(self) -> str:
         return (
@@ -396,8 +530,73 @@ class CallEvent:
 
     def validate(self) -> None:
         """Raise EventError(reason) unless this event matches the schema exactly."""
+        if self._plainly_valid():
+            return
         for problem in self._problems():
             raise EventError(problem)
+
+    def _plain_call(self) -> bool:
+        """The call's part of the event is well-formed (remembered per call, since
+        every event of a call repeats it)."""
+        call = (self.call_id, self.region, self.line, self.mode, self.caller)
+        try:
+            if call in _GOOD_CALLS:  # only ever holds tuples of five str
+                return True
+        except TypeError:  # something unhashable: certainly not plain
+            return False
+        if not (
+            self.call_id.__class__ is str
+            and _CALL_ID.fullmatch(self.call_id)
+            and self.region.__class__ is str
+            and _REGION.fullmatch(self.region)
+            and self.line.__class__ is str
+            and _LINE.fullmatch(self.line)
+            and self.mode.__class__ is str
+            and self.mode in MODES
+            and self.caller.__class__ is str
+            and _CALLER.fullmatch(self.caller)
+        ):
+            return False
+        if len(_GOOD_CALLS) >= 4096:
+            _GOOD_CALLS.clear()
+        _GOOD_CALLS.add(call)
+        return True
+
+    def _plainly_valid(self) -> bool:
+        """The common case, quickly: True only if `_problems()` would find nothing.
+        Anything unusual (a subclass, an int where a float goes...) answers False and
+        gets the full check, which alone says what is wrong."""
+        kind = self.type
+        if kind.__class__ is not str:
+            return False
+        rules = _PLAIN_RULES.get(kind)
+        if rules is None:
+            return False
+        seq, ts, fields = self.seq, self.ts, self.fields
+        if not (
+            self.schema.__class__ is int
+            and self.schema == SCHEMA_VERSION
+            and seq.__class__ is int
+            and seq >= 1
+            and ts.__class__ is datetime
+            and ts.tzinfo is not None
+            and ts.utcoffset() is not None
+            and fields.__class__ is MappingProxyType
+            and self._plain_call()
+        ):
+            return False
+        required = 0
+        for name, value in fields.items():
+            rule = rules.get(name)
+            if rule is None or value.__class__ is not rule[0]:
+                return False
+            check = rule[1]
+            if check is not None and check(value) is not None:
+                return False
+            required += rule[2]
+        if required != _REQUIRED_COUNT[kind]:
+            return False
+        return kind != SURVEY_RESULT or GRADE_LABELS[fields["grade"]] == fields["label"]
 
     def _problems(self) -> Iterator[str]:
         if not isinstance(self.type, str) or self.type not in SCHEMA:
@@ -453,24 +652,58 @@ class CallEvent:
 
     def to_fields(self, *, full_numbers: bool = False) -> dict[str, str]:
         """Flat string fields for XADD; the caller is masked unless `full_numbers`."""
+        flat = self.to_field_list(full_numbers=full_numbers)
+        return dict(zip(flat[::2], flat[1::2], strict=True))
+
+    def to_field_list(self, *, full_numbers: bool = False) -> list[str]:
+        """`to_fields()` as XADD takes it: name, value, name, value ... in wire order."""
         caller = self.caller if full_numbers or not self.caller else _masked(self.caller)
-        out = {
-            "type": self.type,
-            "schema": str(self.schema),
-            "event_id": self.event_id,
-            "call_id": self.call_id,
-            "seq": str(self.seq),
-            "region": self.region,
-            "line": self.line,
-            "mode": self.mode,
-            "ts_utc": self.ts_utc,
-            "ts_local": self.ts_local,
-            "caller": caller,
-        }
-        for name, fs in SCHEMA[self.type].items():
-            if name in self.fields:
-                out[name] = _encode(fs.kind, self.fields[name])
+        ts_utc, ts_local = wire_times(self.ts)
+        seq = str(self.seq)
+        out = [
+            "type", self.type,
+            "schema", str(self.schema),
+            "event_id", f"{self.call_id}:{seq}",
+            "call_id", self.call_id,
+            "seq", seq,
+            "region", self.region,
+            "line", self.line,
+            "mode", self.mode,
+            "ts_utc", ts_utc,
+            "ts_local", ts_local,
+            "caller", caller,
+        ]  # fmt: skip
+        fields = self.fields
+        for name, encode in _WIRE_ORDER[self.type]:
+            if name in fields:
+                out += (name, encode(fields[name]))
         return out
+
+    def to_json_list(self, *, full_numbers: bool = False) -> str:
+        """`to_field_list()` as the JSON array `json.dumps(..., ensure_ascii=False,
+        separators=(",", ":"))` writes, for less: in a checked event every common
+        value is plain ASCII that JSON leaves as it is, so only the type's own
+        string values need escaping."""
+        if not self.checked:
+            return json.dumps(
+                self.to_field_list(full_numbers=full_numbers),
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )
+        caller = self.caller if full_numbers or not self.caller else _masked(self.caller)
+        ts_utc, ts_local = wire_times(self.ts)
+        call_id, seq = self.call_id, self.seq
+        out = (
+            f'["type","{self.type}","schema","{self.schema}","event_id","{call_id}:{seq}",'
+            f'"call_id","{call_id}","seq","{seq}","region","{self.region}",'
+            f'"line","{self.line}","mode","{self.mode}","ts_utc","{ts_utc}",'
+            f'"ts_local","{ts_local}","caller","{caller}"'
+        )
+        fields = self.fields
+        for name, encode in _WIRE_ORDER[self.type]:
+            if name in fields:
+                out += f',"{name}",{encode_basestring(encode(fields[name]))}'
+        return out + "]"
 
     @classmethod
     def from_fields(cls, raw: Mapping[str | bytes, str | bytes]) -> CallEvent:
@@ -537,17 +770,22 @@ def from_engine(
     kind = raw.get("type")
     if not isinstance(kind, str) or kind not in SCHEMA:
         raise EventError("unknown event type")
-    fields = {k: v for k, v in raw.items() if k != "type"}
-    if kind == SURVEY_RESULT:
-        label = fields.pop("grade", None)
-        score = fields.pop("score", None)
-        if isinstance(label, int) and not isinstance(label, bool):
-            score, label = label, GRADE_LABELS.get(label)
-        if score is None and label in GRADE_LABELS.values():
-            score = next(g for g, name in GRADE_LABELS.items() if name == label)
-        fields.update(grade=score, label=label)
-    fields.update(extra)
     spec = SCHEMA[kind]
+    if kind != SURVEY_RESULT:
+        fields = {k: v for k, v in raw.items() if k in spec}  # "type" is in no spec
+        for k, v in extra.items():
+            if k in spec:
+                fields[k] = v
+        return CallEvent._make(kind, call, seq, now, fields)
+    fields = {k: v for k, v in raw.items() if k != "type"}
+    label = fields.pop("grade", None)
+    score = fields.pop("score", None)
+    if isinstance(label, int) and not isinstance(label, bool):
+        score, label = label, GRADE_LABELS.get(label)
+    if score is None and label in GRADE_LABELS.values():
+        score = next(g for g, name in GRADE_LABELS.items() if name == label)
+    fields.update(grade=score, label=label)
+    fields.update(extra)
     return CallEvent.make(kind, call, seq, now, **{k: v for k, v in fields.items() if k in spec})
 
 
@@ -585,8 +823,10 @@ class EventRecorder:
 
     def record_engine(self, raw: Mapping[str, Any], now: datetime, /, **extra: Any) -> CallEvent:
         """Like `record`, for an event dict of the call engine (see `from_engine`)."""
-        self._check_open()
-        return self._emit(from_engine(raw, self.call, self.next_seq, now, **extra))
+        events = self._events
+        if events and events[-1].type == CALL_ENDED:
+            raise EventError("the call has already ended")
+        return self._emit(from_engine(raw, self.call, len(events) + 1, now, **extra))
 
     def _check_open(self) -> None:
         if self.ended:

@@ -5,6 +5,9 @@ event and appends it to a bounded in-memory buffer; one background thread encode
 it and does all Redis and disk work:
 
 - Redis answers: the buffer goes to Redis in batches, one Lua script per batch.
+  The worker looks at the buffer every `linger_s` (50 ms), or at once when a
+  whole batch is waiting or `flush()` asks, so a busy controller pays one
+  thread wake-up and one round trip per batch, not per event.
 - Redis is unreachable or answers with errors (bad password, READONLY replica,
   OOM, missing rights...): events go to an append-only spool on disk (JSON lines,
   one fsync per batch), an ERROR is logged once per outage, and the spool is
@@ -34,8 +37,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from itertools import chain, islice
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +83,13 @@ COUNTERS = (
     "spool_errors",  # failed spool writes or opens
 )
 
-# Runs once per batch. Every key is checked before the first write so that a
-# wrong-typed key fails the whole batch instead of leaving half of it; the
-# shebang makes Redis refuse the script up front when it is out of memory.
+# Runs once per batch. The batch is one argument, a JSON array of the events'
+# spool lines (so redis-py packs a dozen arguments per batch, not three per
+# event); each names its stream and seen-set, which must be among KEYS. Every key
+# is checked before the first write so that a wrong-typed key fails the whole
+# batch instead of leaving half of it; the shebang makes Redis refuse the script
+# up front when it is out of memory. The reply is one digit per event: 0 already
+# there, 1 written, 2 written with its callback task.
 _BATCH_SCRIPT = """#!lua
 local a = 1
 local function arg() local v = ARGV[a]; a = a + 1; return v end
@@ -94,7 +101,8 @@ local cb_group = arg()
 local groups = {}
 for i = 1, tonumber(arg()) do groups[i] = arg() end
 local kinds = arg()
-local fresh = {}
+local recs = cjson.decode(arg())
+local index, fresh = {}, {}
 for i = 1, #KEYS do
   local want = (string.sub(kinds, i, i) == 's') and 'stream' or 'set'
   local have = redis.call('TYPE', KEYS[i])['ok']
@@ -102,6 +110,12 @@ for i = 1, #KEYS do
     return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. have .. ', not a ' .. want)
   end
   fresh[i] = (have == 'none')
+  index[KEYS[i]] = i
+end
+for _, rec in ipairs(recs) do
+  if not index[rec.s] or not index[rec.d] then
+    return redis.error_reply('ERR the batch names a key it did not declare')
+  end
 end
 local function add(i, strategy, threshold, new_groups, fields)
   if fresh[i] then
@@ -115,10 +129,9 @@ local function add(i, strategy, threshold, new_groups, fields)
   for _, v in ipairs(fields) do cmd[#cmd + 1] = v end
   return redis.call(unpack(cmd))
 end
-local out = {}
-for e = 1, tonumber(arg()) do
-  local stream, seen = tonumber(arg()), tonumber(arg())
-  local rec = cjson.decode(arg())
+local out, touched = {}, {}
+for e, rec in ipairs(recs) do
+  local stream, seen = index[rec.s], index[rec.d]
   local status = 0
   if redis.call('SISMEMBER', KEYS[seen], rec.m) == 0 then
     add(stream, ev_strategy, ev_threshold, groups, rec.f)
@@ -129,35 +142,45 @@ for e = 1, tonumber(arg()) do
       status = 2
     end
     redis.call('SADD', KEYS[seen], rec.m)
-    redis.call('EXPIRE', KEYS[seen], ttl)
+    touched[seen] = true
   end
   out[e] = status
 end
-return out
+-- Once per call and batch, after its last event: the same end state as per event.
+for seen in pairs(touched) do redis.call('EXPIRE', KEYS[seen], ttl) end
+return table.concat(out)
 """
 assert CALLBACK_MARK == "callback"  # spelled out in the script above
 
 
-@dataclass(frozen=True, slots=True)
 class _Record:
     """An event ready to write: its two keys and one JSON line. The same line is a
-    spool line and the script's argument, so an event is encoded once, and the
-    script gets three arguments per event instead of thirty (redis-py packs every
-    argument in Python, which would cost more than the write itself).
+    spool line and part of the script's one batch argument, so an event is encoded
+    once (redis-py packs every argument in Python, which would cost more than the
+    write itself).
     """
 
-    stream: str
-    seen: str
-    line: str  # {"s": stream, "d": seen, "m": seq, "f": [k, v, ...], "t": [k, v, ...]}
+    __slots__ = ("line", "seen", "stream")
+
+    def __init__(self, stream: str, seen: str, line: str) -> None:
+        self.stream = stream
+        self.seen = seen
+        self.line = line  # {"s": stream, "d": seen, "m": seq, "f": [k, v, ...], "t": [k, v, ...]}
+
+    # The line is byte for byte what json.dumps(line_dict, ensure_ascii=False,
+    # separators=(",", ":")) writes, built from parts for less.
+    @staticmethod
+    def keys_of(stream: str, seen: str) -> tuple[str, str, str]:
+        """A call's keys, and the start of its lines (the same for all its events)."""
+        q = encode_basestring
+        return stream, seen, f'{{"s":{q(stream)},"d":{q(seen)},"m":"'
 
     @classmethod
-    def of(cls, stream: str, seen: str, member: str, fields: list[str], task: list[str]) -> _Record:
-        line = json.dumps(
-            {"s": stream, "d": seen, "m": member, "f": fields, "t": task},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
-        return cls(stream, seen, line)
+    def of(cls, keys: tuple[str, str, str], seq: int, fields: str, task: list[str]) -> _Record:
+        """`fields` is already a JSON array (CallEvent.to_json_list)."""
+        stream, seen, head = keys
+        tasks = ",".join(map(encode_basestring, task))
+        return cls(stream, seen, f'{head}{seq}","f":{fields},"t":[{tasks}]}}')
 
     @classmethod
     def from_line(cls, line: str) -> _Record:
@@ -192,7 +215,10 @@ class Publisher:
     `redis_url` may carry the ACL user, e.g. `redis://ivr-controller:pw@127.0.0.1:6379/0`.
     `full_numbers` puts callers' full numbers on the event streams (masked
     otherwise); callback tasks always carry them. Pass a prometheus
-    `registry` to export the counters.
+    `registry` to export the counters. `linger_s` is how long the worker gathers
+    events before it sends a batch (less when `batch_size` are waiting, or when
+    `flush()` asks): longer means fewer wake-ups and round trips per event, and
+    events that reach Redis that much later.
     """
 
     def __init__(
@@ -214,11 +240,14 @@ class Publisher:
         max_retry_interval: float = 5.0,
         remind_interval: float = 60.0,
         replay_slice_s: float = 0.25,
+        linger_s: float = 0.05,
         registry: CollectorRegistry | None = None,
         client_name: str = "ivr-publisher",
     ) -> None:
         if buffer_size < 1 or batch_size < 1:
             raise ValueError("buffer_size and batch_size must be positive")
+        if linger_s < 0:
+            raise ValueError("linger_s must not be negative")
         self._prefix = stream_prefix
         self._retention = retention
         self._callback_retention = callback_retention
@@ -232,7 +261,10 @@ class Publisher:
         self._max_retry_interval = max_retry_interval
         self._remind_interval = remind_interval
         self._replay_slice_s = replay_slice_s
+        self._linger_s = linger_s
         self.spool_dir = Path(spool_dir)
+        # (region, call id) -> (stream key, seen-set key, their part of a spool line)
+        self._keys: dict[tuple[str, str], tuple[str, str, str]] = {}
 
         # Tight timeouts and no client-side retries: the worker has its own
         # back-off and a slow Redis must not hold the buffer for long.
@@ -244,17 +276,21 @@ class Publisher:
             client_name=client_name,
         )
         self._script = self._redis.register_script(_BATCH_SCRIPT)
+        self._callbacks_key = callbacks_stream(self._prefix)
 
-        self._cond = threading.Condition()  # guards intake, spill, holding, closed, stop
+        # guards intake, spill, holding, flushing, closed, stop, and the "buffered" count
+        self._lock = threading.RLock()  # `with self._lock` costs publish() less
+        self._cond = threading.Condition(self._lock)
         self._intake: deque[CallEvent] = deque()
         self._spill: SpillFile | None = None
         self._spill_serial = 0
         self._holding = 0  # records the worker has taken out of every queue
-        self._worker_idle = False
+        self._worker_waiting = False  # the worker sleeps and nobody has woken it yet
+        self._flushing = 0  # flush() calls waiting: no lingering meanwhile
         self._closed = False
         self._stop = False
 
-        self._stats_lock = threading.Lock()
+        self._stats_lock = threading.Lock()  # guards the counters but "buffered"
         self._n = dict.fromkeys(COUNTERS, 0)
 
         # Worker-owned state below; other threads only read the plain values.
@@ -288,42 +324,81 @@ class Publisher:
     def publish(self, event: CallEvent) -> bool:
         """Queue one event; False if it was refused (malformed) or lost."""
         try:
-            if not isinstance(event, CallEvent):
-                self._refuse(None, f"not a CallEvent but {type(event).__name__}")
+            if not self._admit(event):
                 return False
-            try:
-                if not event.checked:  # events from make() were checked when built
-                    event.validate()
-            except EventError as exc:
-                self._refuse(event, exc.reason)
-                return False
-            with self._cond:
-                if self._closed:
-                    self._refuse(event, "publisher is closed")
-                    return False
-                if self._spill is None and len(self._intake) < self._buffer_size:
-                    # Encoding is left to the worker: the call pays for validation only.
-                    self._intake.append(event)
-                    self._count("buffered")
-                    if self._worker_idle:
-                        self._cond.notify()
-                    return True
-                return self._spill_record(self._prepare(event))
+            with self._lock:
+                return self._enqueue(event)
         except Exception as exc:  # a bug here must not break the call
             log.error("event lost while publishing: %s", _describe(exc))
             self._count("dropped")
             return False
 
+    def publish_many(self, events: Sequence[CallEvent]) -> int:
+        """`publish()` each event, in order, taking the lock once; how many were
+        accepted. Never raises, never waits on Redis or the disk."""
+        admitted = []
+        for event in events:
+            try:
+                if self._admit(event):
+                    admitted.append(event)
+            except Exception as exc:  # a bug here must not break the call, nor the rest
+                log.error("event lost while publishing: %s", _describe(exc))
+                self._count("dropped")
+        accepted = 0
+        with self._lock:
+            for event in admitted:
+                try:
+                    accepted += self._enqueue(event)
+                except Exception as exc:
+                    log.error("event lost while publishing: %s", _describe(exc))
+                    self._count("dropped")
+        return accepted
+
+    def _admit(self, event: CallEvent) -> bool:
+        """A well-formed event? Refused (logged, counted) if not."""
+        if not isinstance(event, CallEvent):
+            self._refuse(None, f"not a CallEvent but {type(event).__name__}")
+            return False
+        if not getattr(event, "_checked", False):  # make() checked its events
+            try:
+                event.validate()
+            except EventError as exc:
+                self._refuse(event, exc.reason)
+                return False
+            event.mark_checked()
+        return True
+
+    def _enqueue(self, event: CallEvent) -> bool:
+        """Into the buffer, or the spill file when it is full (`_lock` held)."""
+        if self._closed:
+            self._refuse(event, "publisher is closed")
+            return False
+        intake = self._intake
+        if self._spill is None and len(intake) < self._buffer_size:
+            # Encoding is left to the worker: the call pays for validation only.
+            intake.append(event)
+            self._n["buffered"] += 1  # under _lock, not _stats_lock: see stats()
+            # The worker comes by every linger_s; it is woken only for a full batch
+            # (or for every event when it must not linger).
+            if self._worker_waiting and (len(intake) >= self._batch_size or not self._linger_s):
+                self._worker_waiting = False
+                self._cond.notify()
+            return True
+        return self._spill_record(self._prepare(event))
+
     def _prepare(self, event: CallEvent) -> _Record:
-        fields = event.to_fields(full_numbers=self._full_numbers)
+        call = (event.region, event.call_id)
+        keys = self._keys.get(call)
+        if keys is None:  # once per call: its two keys, and the line's start
+            keys = _Record.keys_of(
+                events_stream(event.region, self._prefix), seen_key(event.call_id, self._prefix)
+            )
+            if len(self._keys) >= 4096:
+                self._keys.clear()
+            self._keys[call] = keys
         task = _flat(task_fields(event)) if wants_callback(event) else []
-        return _Record.of(
-            events_stream(event.region, self._prefix),
-            seen_key(event.call_id, self._prefix),
-            str(event.seq),
-            _flat(fields),
-            task,
-        )
+        fields = event.to_json_list(full_numbers=self._full_numbers)
+        return _Record.of(keys, event.seq, fields, task)
 
     def refuse(self, reason: str, *, call_id: str = "?", event_type: object = "?") -> None:
         """Count and log an event refused before it reached `publish()` (e.g. one a
@@ -375,9 +450,9 @@ class Publisher:
     # ---- inspection -------------------------------------------------------------------
 
     def stats(self) -> dict[str, int | bool]:
-        with self._stats_lock:
-            out: dict[str, int | bool] = dict(self._n)
-        with self._cond:
+        with self._cond:  # "buffered" moves under _cond, the other counters under _stats_lock
+            with self._stats_lock:
+                out: dict[str, int | bool] = dict(self._n)
             out["queue_depth"] = len(self._intake) + self._holding
             out["spill_pending"] = self._spill.count if self._spill else 0
         out["backlog_disk"] = self._disk_pending
@@ -402,12 +477,18 @@ class Publisher:
         deadline = time.monotonic() + timeout
         with self._cond:
             self._next_try = 0.0  # retry now rather than after the back-off
+            self._flushing += 1  # and send what is buffered without lingering
+            self._worker_waiting = False
             self._cond.notify()
-        while self.pending():
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
-        return True
+        try:
+            while self.pending():
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.005)
+            return True
+        finally:
+            with self._cond:
+                self._flushing -= 1
 
     def close(self, timeout: float = 5.0) -> bool:
         """Deliver what can be delivered within `timeout`, keep the rest in the spool
@@ -441,13 +522,17 @@ class Publisher:
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._intake and not self._stop:
-                    self._worker_idle = True
-                    self._cond.wait(self._idle_wait())
-                    self._worker_idle = False
-                taken = [
-                    self._intake.popleft() for _ in range(min(len(self._intake), self._batch_size))
-                ]
+                wait = self._wait_time()
+                if wait > 0:
+                    self._worker_waiting = True
+                    self._cond.wait(wait)
+                    self._worker_waiting = False
+                intake = self._intake
+                if len(intake) <= self._batch_size:
+                    taken = list(intake)
+                    intake.clear()
+                else:
+                    taken = [intake.popleft() for _ in range(self._batch_size)]
                 self._holding = len(taken)
                 stop = self._stop
             batch: list[_Record] = []
@@ -476,10 +561,25 @@ class Publisher:
                 log.error("event %s lost: cannot encode it (%s)", event.event_id, _describe(exc))
         return records
 
-    def _idle_wait(self) -> float:
+    def _wait_time(self) -> float:
+        """How long the worker may sleep before looking again (called with `_cond`
+        held). Not at all when a batch is full, a spill file waits, a backlog is due
+        for a retry, or a flush or close wants the buffer out; otherwise `linger_s`,
+        so that the events arriving meanwhile go out together."""
+        waiting = len(self._intake)
+        if (
+            self._stop
+            or self._spill is not None
+            or waiting >= self._batch_size
+            or (waiting and (self._flushing or not self._linger_s))
+        ):
+            return 0.0
+        wait = self._linger_s or 0.5  # not lingering: publish() wakes the worker
         if self._backlog():
-            return 0.0 if self._may_try() else max(0.0, self._next_try - time.monotonic())
-        return 0.5
+            if self._may_try():
+                return 0.0
+            wait = min(wait, max(0.0, self._next_try - time.monotonic()))
+        return wait
 
     def _handle(self, batch: list[_Record]) -> None:
         if batch and (self._backlog() or not self._may_try()):
@@ -498,31 +598,26 @@ class Publisher:
             self._count("dropped", len(batch))
             log.error("%d events lost after a worker error: %s", len(batch), _describe(exc))
 
-    def _script_call(self, records: list[_Record]) -> list[int]:
-        keys: list[str] = []
-        index: dict[str, int] = {}
-        kinds: list[str] = []
-
-        def key(name: str, kind: str) -> int:
-            if name not in index:
-                keys.append(name)
-                kinds.append(kind)
-                index[name] = len(keys)
-            return index[name]
-
+    def _script_call(self, records: list[_Record]) -> bytes:
+        """The batch script for `records`: one status digit per record (0 already
+        there, 1 written, 2 written with a callback task)."""
+        # Every key once, in order of appearance, with its kind (s stream, t set).
         # The callbacks stream is always KEYS[1]; the script only touches it for a task.
-        key(callbacks_stream(self._prefix), "s")
-        body: list[Any] = []
+        kinds = {self._callbacks_key: "s"}
         for rec in records:
-            body += (key(rec.stream, "s"), key(rec.seen, "t"), rec.line)
-        ev = self._retention.xadd_args()
-        cb = self._callback_retention.xadd_args()
+            kinds[rec.stream] = "s"
+            kinds[rec.seen] = "t"
         args = [
-            self._ttl, *ev, *cb, 1, self._callback_group,
-            len(self._event_groups), *self._event_groups,
-            "".join(kinds), len(records), *body,
+            self._ttl, *self._retention.xadd_args(), *self._callback_retention.xadd_args(),
+            1, self._callback_group, len(self._event_groups), *self._event_groups,
+            "".join(kinds.values()), f"[{','.join([r.line for r in records])}]",
         ]  # fmt: skip
-        return [int(x) for x in self._script(keys=keys, args=args, client=self._redis)]
+        reply = self._script(keys=list(kinds), args=args, client=self._redis)
+        if isinstance(reply, str):
+            reply = reply.encode()
+        if not isinstance(reply, bytes) or len(reply) != len(records):
+            raise redis.ResponseError(f"unexpected reply from the batch script: {reply!r:.40}")
+        return reply
 
     def _send(self, records: list[_Record]) -> bool:
         """One script call for `records`; on any failure nothing is counted as sent."""
@@ -531,11 +626,11 @@ class Publisher:
         except Exception as exc:  # connection, timeout, NOAUTH, READONLY, OOM, NOPERM, ...
             self._outage(exc)
             return False
-        written = sum(1 for s in statuses if s > 0)
+        written = len(statuses) - statuses.count(b"0")
         with self._stats_lock:
             self._n["published"] += written
             self._n["duplicates"] += len(statuses) - written
-            self._n["callback_tasks"] += sum(1 for s in statuses if s == 2)
+            self._n["callback_tasks"] += statuses.count(b"2")
         self._recovered()
         return True
 

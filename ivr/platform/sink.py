@@ -4,7 +4,8 @@ The FastAGI and Twilio front-ends hand over a call's engine events a few at a ti
 (`call_events(call, events)`, after every instruction). This sink keeps one
 `EventRecorder` per call in progress, so the sequence numbers run on across those
 batches, stamps each event with the time it was handed over, adds the call's
-duration to `call_ended`, and publishes. It never raises and never blocks.
+duration to `call_ended`, and publishes each batch with one `publish_many()`. It
+never raises and never blocks.
 
 A call's numbering lives in this process's memory: all of one call's events must
 go through one sink (true for FastAGI, where a call is one connection).
@@ -16,7 +17,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from ivr.events import CALL_ENDED, CallInfo, EventError, EventRecorder
@@ -46,7 +47,8 @@ class PublishingSink:
     """`call_events(call, events)` for the front-ends, publishing through `publisher`.
 
     `max_call_s` bounds memory: a call that never reported `call_ended` (a crash
-    on the switch side) is forgotten after that long.
+    on the switch side) is forgotten after that long (looked for once a minute at
+    most, not on every hand-over).
     """
 
     def __init__(
@@ -59,6 +61,8 @@ class PublishingSink:
         self._publisher = publisher
         self._clock = clock or (lambda: datetime.now(UTC))
         self._max_call_s = max_call_s
+        self._sweep_every = timedelta(seconds=min(60.0, max_call_s))
+        self._next_sweep: datetime | None = None
         self._calls: dict[str, _Open] = {}
         self._lock = threading.Lock()
 
@@ -79,18 +83,29 @@ class PublishingSink:
             entry = self._calls.get(call.call_id)
             if entry is None:
                 info = CallInfo.from_route(call, call.route)
-                entry = _Open(EventRecorder(info, self._publisher.publish), now)
+                entry = _Open(EventRecorder(info), now)
                 self._calls[call.call_id] = entry
-            self._forget_stale(now)
+            due = self._next_sweep
+            # (a clock that went back a long way sweeps now rather than much later)
+            if due is None or now >= due or now < due - 2 * self._sweep_every:
+                self._next_sweep = now + self._sweep_every
+                self._forget_stale(now)
         recorder = entry.recorder
-        for raw in events:
-            extra: dict[str, Any] = {}
-            if raw.get("type") == CALL_ENDED and "duration_s" not in raw:
-                extra["duration_s"] = max(0.0, (now - entry.started).total_seconds())
-            try:
-                recorder.record_engine(raw, now, **extra)
-            except EventError as exc:
-                self._publisher.refuse(exc.reason, call_id=call.call_id, event_type=raw.get("type"))
+        made = []
+        try:
+            for raw in events:
+                extra: dict[str, Any] = {}
+                if raw.get("type") == CALL_ENDED and "duration_s" not in raw:
+                    extra["duration_s"] = max(0.0, (now - entry.started).total_seconds())
+                try:
+                    made.append(recorder.record_engine(raw, now, **extra))
+                except EventError as exc:
+                    self._publisher.refuse(
+                        exc.reason, call_id=call.call_id, event_type=raw.get("type")
+                    )
+        finally:
+            if made:  # in the order made, under one lock
+                self._publisher.publish_many(made)
         if recorder.ended:
             with self._lock:
                 self._calls.pop(call.call_id, None)
