@@ -27,7 +27,11 @@ from ivr.core.privacy import mask_number
 
 _log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What readers accept. Version 2 added `method` and `work_order` to the transfer
+# events (seats' transfers); a version-1 entry is a version-2 one without them.
+READABLE_VERSIONS = ("1", "2")
+_ADDED_IN_2 = {"transferred": {"method"}, "transfer_failed": {"method", "work_order"}}
 
 CALL_OFFERED = "call_offered"
 PROMPT_PLAYED = "prompt_played"
@@ -719,13 +723,15 @@ class CallEvent:
         for name in COMMON_FIELDS:
             if name not in data:
                 raise EventError(f"missing field {name}")
-        if data["schema"] != str(SCHEMA_VERSION):
+        if data["schema"] not in READABLE_VERSIONS:
             raise EventError(f"unsupported schema {data['schema'][:8]!r}")
         kind = data["type"]
         if kind not in SCHEMA:
             raise EventError("unknown event type")
         spec = SCHEMA[kind]
         extra = set(data) - set(COMMON_FIELDS) - set(spec)
+        if data["schema"] == "1":
+            extra |= set(data) & _ADDED_IN_2.get(kind, set())
         if extra:
             raise EventError(f"{kind} has no field {sorted(extra)[0]}")
         try:

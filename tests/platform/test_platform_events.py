@@ -112,7 +112,7 @@ GOOD = CallEvent.make("answered", CALL, 3, START, target_kind="seats", target="q
         ({"line": "12345a"}, "line is malformed"),
         ({"call_id": ""}, "call_id is malformed"),
         ({"caller": "call me maybe"}, "caller is not a phone number"),
-        ({"schema": 2}, "schema must be 1"),
+        ({"schema": 1}, "schema must be 2"),
     ],
 )
 def test_malformed_events_are_refused_with_a_reason(changes: dict, reason: str) -> None:
@@ -133,7 +133,7 @@ def test_survey_label_must_match_grade() -> None:
 def test_from_fields_refuses_tampered_entries() -> None:
     fields = GOOD.to_fields(full_numbers=True)
     for broken, reason in [
-        ({**fields, "schema": "2"}, "unsupported schema"),
+        ({**fields, "schema": "3"}, "unsupported schema"),
         ({**fields, "event_id": "1717378200.7:9"}, "event_id does not match"),
         ({**fields, "wait_s": "soon"}, "field wait_s is not a valid float"),
         ({**fields, "ts_local": "2024-06-03T09:31:00.000+08:00"}, "ts_utc and ts_local disagree"),
@@ -143,6 +143,19 @@ def test_from_fields_refuses_tampered_entries() -> None:
         with pytest.raises(EventError) as err:
             CallEvent.from_fields(broken)
         assert err.value.reason.startswith(reason)
+
+
+def test_version_1_entries_are_still_read_but_never_with_version_2_fields() -> None:
+    failed = CallEvent.make("transfer_failed", CALL, 4, START, kind="sub_centre",
+                            target="fuzhou-12366", outcome="noanswer")  # fmt: skip
+    v1 = {**failed.to_fields(full_numbers=True), "schema": "1"}
+    assert CallEvent.from_fields(v1).fields["outcome"] == "noanswer"
+    with pytest.raises(EventError, match="has no field work_order"):
+        CallEvent.from_fields({**v1, "work_order": "true"})
+    v2 = CallEvent.make("transfer_failed", CALL, 4, START, kind="sub_centre",
+                        target="fuzhou-12366", outcome="noanswer", method="three_way",
+                        work_order=True)  # fmt: skip
+    assert CallEvent.from_fields(v2.to_fields(full_numbers=True)).fields["work_order"] is True
 
 
 def test_recorder_numbers_without_gaps_and_stops_at_the_end() -> None:

@@ -149,7 +149,7 @@ class _Text(str):
     [
         *[("seq", v) for v in (0, -1, True, 1.0, "1", 2**40)],
         *[("ts", v) for v in (START.replace(tzinfo=None), "2024-06-03", None)],
-        *[("schema", v) for v in (2, True, 1.0, "1")],
+        *[("schema", v) for v in (1, 3, True, 2.0, "2")],
         *[("caller", v) for v in ("+86 139", "abc", "139****7777", "", None, _Text("139"))],
         *[("mode", v) for v in ("nope", "", None, _Text("main"))],
         *[("call_id", v) for v in ("", "a b", 'a"b', 17, _Text("17.1"))],
