@@ -20,8 +20,18 @@ core) and the server do not share a GIL:
 - ours: `ivr.agi.AgiServer` with a trivial handler sending the five commands;
 - asyncio: a minimal hand-written asyncio responder sending the same five.
 
+Each row also gives the server's CPU per call (its process's user+system time over
+the calls it completed) and its context switches per call. With --repeat N the
+servers alternate for N rounds and a summary gives each figure's range and the
+ratios between servers within each round. --baseline DIR runs the controller and
+ours from another checkout too (e.g. a `git worktree` of main), as controller@base
+and ours@base, so that before and after are measured in one run. --interleave R
+keeps every server up and alternates short slices between them instead (R rounds
+of --duration seconds): on a shared machine that is the steadier comparison.
+
 Usage: python bench/agi_load.py [--sessions 50] [--rate 200] [--duration 4]
-       [--servers controller,asyncio-12345,ours,asyncio] [--events redis://…]
+       [--servers controller,asyncio-12345,ours,asyncio] [--modes closed,open]
+       [--repeat N | --interleave R] [--baseline DIR] [--events redis://…]
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import itertools
 import logging
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -292,6 +303,25 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def context_switches(pid: int) -> int | None:
+    """Voluntary and involuntary context switches of the process's live threads.
+
+    A threaded server's cost under load is mostly the scheduler's: each switch is a
+    thread waking for a reply or waiting for the GIL. (Threads that ended are not
+    counted; the servers here keep their threads for the length of a run.)"""
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    for task in tasks:
+        with contextlib.suppress(OSError):
+            for line in (task / "status").read_text().splitlines():
+                if "ctxt_switches:" in line:
+                    total += int(line.split()[1])
+    return total
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -299,19 +329,38 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def spawn(kind: str, log_level: str, events: str | None) -> tuple[subprocess.Popen[str], int]:
+@dataclass(frozen=True)
+class Server:
+    """A server to measure: a kind (what it serves) and, for a server run from
+    another checkout (--baseline), that checkout's root."""
+
+    kind: str
+    tree: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}@base" if self.tree else self.kind
+
+
+def spawn(server: Server, log_level: str, events: str | None) -> tuple[subprocess.Popen[str], int]:
     extra = ["--events", events] if events else []
+    env = None
+    if server.tree:  # the other checkout's ivr package comes first on the path
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (server.tree, os.environ.get("PYTHONPATH")) if p
+        )}  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, "--server-log-level", log_level, *extra],
+        [sys.executable, __file__, "--serve", server.kind, "--server-log-level", log_level, *extra],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("PORT "):
         proc.kill()
-        raise SystemExit(f"server {kind!r} did not start: {line!r}")
+        raise SystemExit(f"server {server.label!r} did not start: {line!r}")
     return proc, int(line.split()[1])
 
 
@@ -326,27 +375,188 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def row(kind: str, mode: str, r: Result, cpu: float | None) -> str:
+@dataclass
+class Figures:
+    """One measurement of one server under one load shape."""
+
+    label: str
+    mode: str
+    calls: int
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    conn_max_ms: float
+    failures: int
+    cpu_pct: float | None
+    cpu_ms_per_call: float | None
+    switches_per_call: float | None
+
+
+def figures(label: str, mode: str, r: Result, cpu: float | None, switches: int | None) -> Figures:
     ok = len(r.latencies)
-    cpu_pct = f"{100 * cpu / r.elapsed:>8.0f}" if cpu is not None else f"{'?':>8}"
-    cpu_call = f"{1000 * cpu / ok:>11.3f}" if cpu is not None and ok else f"{'?':>11}"
     p50, p99 = (1000 * percentile(r.latencies, q) for q in (0.5, 0.99))
-    conn_max = 1000 * max(r.connect_waits, default=float("nan"))
-    return (
-        f"{kind:<13} {mode:<16} {ok:>7} {ok / r.elapsed:>8.0f} {p50:>7.2f} {p99:>7.2f} "
-        f"{conn_max:>8.2f} {r.failures:>6} {cpu_pct} {cpu_call}"
+    return Figures(
+        label,
+        mode,
+        ok,
+        ok / r.elapsed,
+        p50,
+        p99,
+        1000 * max(r.connect_waits, default=float("nan")),
+        r.failures,
+        100 * cpu / r.elapsed if cpu is not None else None,
+        1000 * cpu / ok if cpu is not None and ok else None,
+        switches / ok if switches is not None and ok else None,
     )
 
 
-def measure(
-    kind: str, mode: str, proc: subprocess.Popen[str], load: Coroutine[Any, Any, Result]
-) -> None:
-    before = cpu_seconds(proc.pid)
+def _num(value: float | None, width: int, digits: int) -> str:
+    return f"{value:>{width}.{digits}f}" if value is not None else f"{'?':>{width}}"
+
+
+HEADER = (
+    f"{'server':<16} {'mode':<16} {'calls':>7} {'calls/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+    f"{'conn max':>8} {'failed':>6} {'srv CPU%':>8} {'srv ms/call':>11} {'ctx sw/call':>11}"
+)
+
+
+def row(f: Figures) -> str:
+    return (
+        f"{f.label:<16} {f.mode:<16} {f.calls:>7} {f.rate:>8.0f} {f.p50_ms:>7.2f} "
+        f"{f.p99_ms:>7.2f} {f.conn_max_ms:>8.2f} {f.failures:>6} {_num(f.cpu_pct, 8, 0)} "
+        f"{_num(f.cpu_ms_per_call, 11, 3)} {_num(f.switches_per_call, 11, 1)}"
+    )
+
+
+@dataclass
+class Slice:
+    """What one load shape did to one server: the calls, and the server's CPU
+    seconds and context switches meanwhile (None where /proc cannot tell)."""
+
+    result: Result
+    cpu: float | None
+    switches: int | None
+
+
+def run_load(proc: subprocess.Popen[str], load: Coroutine[Any, Any, Result]) -> Slice:
+    before, switched = cpu_seconds(proc.pid), context_switches(proc.pid)
     result = asyncio.run(load)
-    after = cpu_seconds(proc.pid)
+    after, switched_after = cpu_seconds(proc.pid), context_switches(proc.pid)
     cpu = after - before if before is not None and after is not None else None
-    print(row(kind, mode, result, cpu), flush=True)
+    switches = (
+        switched_after - switched if switched is not None and switched_after is not None else None
+    )
+    return Slice(result, cpu, switches)
+
+
+def measure(
+    label: str, mode: str, proc: subprocess.Popen[str], load: Coroutine[Any, Any, Result]
+) -> Figures:
+    got = run_load(proc, load)
+    out = figures(label, mode, got.result, got.cpu, got.switches)
+    print(row(out), flush=True)
     time.sleep(0.5)  # let the server drain before the next shape
+    return out
+
+
+def combined(slices: list[Slice]) -> Slice:
+    """Several slices of one server as one measurement."""
+    result = Result()
+    for got in slices:
+        result.latencies += got.result.latencies
+        result.connect_waits += got.result.connect_waits
+        result.failures += got.result.failures
+        result.elapsed += got.result.elapsed
+        result.started += got.result.started
+    cpus = [got.cpu for got in slices]
+    switches = [got.switches for got in slices]
+    return Slice(
+        result,
+        None if None in cpus else sum(c for c in cpus if c is not None),
+        None if None in switches else sum(n for n in switches if n is not None),
+    )
+
+
+def interleaved(args: argparse.Namespace, servers: list[Server], modes: list[str]) -> None:
+    """All servers up at once, each load shape run in short slices that alternate
+    between them, round after round: a neighbour's burst on a shared machine then
+    hits every server alike. A row per server sums its slices; the summary pairs
+    the slices of each round."""
+    running = [(server, *spawn(server, args.server_log_level, args.events)) for server in servers]
+    rounds: list[dict[tuple[str, str], Figures]] = [{} for _ in range(args.interleave)]
+    try:
+        for server, _, port in running:
+            asyncio.run(closed_loop(port, args.sessions, max(args.warmup, 0.5), server.kind))
+        for mode in modes:
+            label = f"closed N={args.sessions}" if mode == "closed" else f"open R={args.rate:g}/s"
+            slices: dict[str, list[Slice]] = {server.label: [] for server in servers}
+            for index, got_round in enumerate(rounds):
+                order = running if index % 2 == 0 else running[::-1]
+                for server, proc, port in order:
+                    load = (
+                        closed_loop(port, args.sessions, args.duration, server.kind)
+                        if mode == "closed"
+                        else open_loop(port, args.rate, args.duration, server.kind)
+                    )
+                    got = run_load(proc, load)
+                    slices[server.label].append(got)
+                    got_round[(server.label, label)] = figures(
+                        server.label, label, got.result, got.cpu, got.switches
+                    )
+            for server in servers:
+                total = combined(slices[server.label])
+                print(row(figures(server.label, label, total.result, total.cpu, total.switches)))
+    finally:
+        for _, proc, _ in running:
+            stop(proc)
+    summary(rounds)
+
+
+def _span(values: list[float], digits: int) -> str:
+    """min–max (median) of one figure over the rounds."""
+    if not values:
+        return "?"
+    lo, hi, mid = min(values), max(values), statistics.median(values)
+    if len(values) == 1:
+        return f"{mid:.{digits}f}"
+    return f"{lo:.{digits}f}–{hi:.{digits}f} ({mid:.{digits}f})"
+
+
+def summary(rounds: list[dict[tuple[str, str], Figures]]) -> None:
+    """Ranges over the rounds, and the ratios between servers of the same round
+    (the machine may be shared: figures of one round saw the same neighbours)."""
+    print(f"\n# over {len(rounds)} rounds: min–max (median)")
+    keys = list(dict.fromkeys(k for r in rounds for k in r))
+    for label, mode in keys:
+        got = [r[(label, mode)] for r in rounds if (label, mode) in r]
+        cpu = [f.cpu_ms_per_call for f in got if f.cpu_ms_per_call is not None]
+        switches = [f.switches_per_call for f in got if f.switches_per_call is not None]
+        print(
+            f"{label:<16} {mode:<16} calls/s {_span([f.rate for f in got], 0)}; "
+            f"p50 {_span([f.p50_ms for f in got], 2)} ms; "
+            f"p99 {_span([f.p99_ms for f in got], 2)} ms; "
+            f"CPU {_span(cpu, 3)} ms/call; {_span(switches, 1)} switches/call"
+        )
+    pairs = [
+        ("controller", "asyncio-12345", "calls/s", lambda f: f.rate),
+        ("controller@base", "asyncio-12345", "calls/s", lambda f: f.rate),
+        ("controller", "asyncio-12345", "CPU/call", lambda f: f.cpu_ms_per_call),
+        ("controller", "controller@base", "CPU/call", lambda f: f.cpu_ms_per_call),
+        ("controller", "controller@base", "calls/s", lambda f: f.rate),
+        ("ours", "asyncio", "CPU/call", lambda f: f.cpu_ms_per_call),
+        ("ours", "ours@base", "CPU/call", lambda f: f.cpu_ms_per_call),
+    ]
+    modes = list(dict.fromkeys(mode for _, mode in keys))
+    for a, b, what, of in pairs:
+        for mode in modes:
+            ratios = []
+            for r in rounds:
+                if (a, mode) in r and (b, mode) in r:
+                    x, y = of(r[(a, mode)]), of(r[(b, mode)])
+                    if x is not None and y:
+                        ratios.append(x / y)
+            if ratios:
+                print(f"# {what} {a} / {b}, {mode}: {_span(ratios, 2)}")
 
 
 def main() -> None:
@@ -355,9 +565,21 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="open-loop calls per second")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per measurement")
     parser.add_argument(
+        "--warmup", type=float, default=0.5, help="seconds of closed loop before measuring"
+    )
+    parser.add_argument(
         "--servers",
         default="controller,asyncio-12345,ours,asyncio",
         help="comma list of: " + ", ".join(SCRIPTS),
+    )
+    parser.add_argument(
+        "--modes", default="closed,open", help="comma list of: closed, open (load shapes)"
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="another checkout (set up, prompts rendered): its controller and ours run "
+        "beside this one's, as controller@base and ours@base, for before/after in one run",
     )
     parser.add_argument(
         "--events", metavar="URL", help="the controller publishes its events to this Redis"
@@ -366,7 +588,14 @@ def main() -> None:
         "--repeat",
         type=int,
         default=1,
-        help="rounds, servers alternating (a shared machine is noisy)",
+        help="rounds, servers alternating (a shared machine is noisy); >1 prints ranges",
+    )
+    parser.add_argument(
+        "--interleave",
+        type=int,
+        metavar="ROUNDS",
+        help="all servers up at once, ROUNDS slices of --duration seconds alternating "
+        "between them (steadier on a shared machine than whole runs one after another)",
     )
     parser.add_argument("--server-log-level", default="WARNING", help="logging level for ours")
     parser.add_argument("--serve", choices=list(SCRIPTS), help=argparse.SUPPRESS)
@@ -382,27 +611,51 @@ def main() -> None:
         serve_asyncio(SCRIPTS[args.serve][1])
         return
 
+    servers: list[Server] = []
+    for kind in (k.strip() for k in args.servers.split(",") if k.strip()):
+        if kind not in SCRIPTS:
+            parser.error(f"unknown server {kind!r}")
+        servers.append(Server(kind))
+        if args.baseline and kind in ("controller", "ours"):
+            servers.append(Server(kind, str(Path(args.baseline).resolve())))
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     print(
         f"# FastAGI load on 127.0.0.1, {os.cpu_count()} CPUs, Python "
         f"{sys.version.split()[0]}; closed loop {args.sessions} sessions, "
         f"open loop {args.rate:g}/s; {args.duration:g} s each"
     )
-    print(
-        f"{'server':<13} {'mode':<16} {'calls':>7} {'calls/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'conn max':>8} {'failed':>6} {'srv CPU%':>8} {'srv ms/call':>11}"
-    )
-    kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
+    if args.baseline:
+        print(f"# @base: servers run from {args.baseline}")
+    if args.interleave:
+        print(f"# interleaved: {args.interleave} rounds of {args.duration:g} s slices per shape")
     if args.events:
         print(f"# the controller publishes every call's events to {args.events}")
-    for kind in kinds * args.repeat:
-        proc, port = spawn(kind, args.server_log_level, args.events)
-        try:
-            mode = f"closed N={args.sessions}"
-            measure(kind, mode, proc, closed_loop(port, args.sessions, args.duration, kind))
-            mode = f"open R={args.rate:g}/s"
-            measure(kind, mode, proc, open_loop(port, args.rate, args.duration, kind))
-        finally:
-            stop(proc)
+    print(HEADER)
+    if args.interleave:
+        interleaved(args, servers, modes)
+        return
+    rounds: list[dict[tuple[str, str], Figures]] = []
+    for _ in range(args.repeat):
+        got: dict[tuple[str, str], Figures] = {}
+        for server in servers:
+            proc, port = spawn(server, args.server_log_level, args.events)
+            try:
+                if args.warmup > 0:  # threads started, code paths warm
+                    asyncio.run(closed_loop(port, args.sessions, args.warmup, server.kind))
+                    time.sleep(0.2)
+                if "closed" in modes:
+                    mode = f"closed N={args.sessions}"
+                    load = closed_loop(port, args.sessions, args.duration, server.kind)
+                    got[(server.label, mode)] = measure(server.label, mode, proc, load)
+                if "open" in modes:
+                    mode = f"open R={args.rate:g}/s"
+                    load = open_loop(port, args.rate, args.duration, server.kind)
+                    got[(server.label, mode)] = measure(server.label, mode, proc, load)
+            finally:
+                stop(proc)
+        rounds.append(got)
+    if args.repeat > 1 or args.baseline:
+        summary(rounds)
 
 
 if __name__ == "__main__":

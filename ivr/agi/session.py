@@ -15,7 +15,10 @@ a misbehaving peer costs one thread for a bounded time and nothing else.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import logging
+import os
 import re
 import select
 import socket
@@ -187,9 +190,13 @@ class AgiSession(AGI):
         # socket), re-armed only when a deadline needs it: Python's own
         # settimeout() costs an ioctl per call plus a poll() before every
         # recv/send (about 0.1 ms of server CPU per call, measured here).
-        sock.settimeout(None)
+        # An accepted socket is already blocking: no ioctl then.
+        if sock.gettimeout() is not None:
+            sock.settimeout(None)
         self._rcvtimeo = 0.0
-        self._sndtimeo = self._set_kernel_timeout(socket.SO_SNDTIMEO, self.limits.send_timeout)
+        # Armed before the first send that could block (see `_send`): commands
+        # go out with a non-blocking send, which needs no timeout.
+        self._sndtimeo = 0.0
 
     # ----------------------------------------------------------------- facts
 
@@ -226,8 +233,8 @@ class AgiSession(AGI):
         Raises BadSession (garbage, empty, too long, closed early) or
         SessionTimeout (silent peer).
         """
-        lines = 0
-        while True:
+        lines = self._env_from_buffer()
+        while lines >= 0:
             try:
                 line = self._read_line(self.limits.env_timeout)
             except CallerHungUp:
@@ -243,13 +250,46 @@ class AgiSession(AGI):
             self.env[m.group(1)] = m.group(2).strip()
         if not self.env:
             raise BadSession("empty environment")
+        self._log_env()
+        return self.env
+
+    def _env_from_buffer(self) -> int:
+        """Parse the environment block in one go when its first receive brought
+        it whole, as Asterisk sends it: -1 when done, 0 when it is not all there
+        (or has CRLF line ends) and is to be read line by line."""
+        limits = self.limits
+        if self._buf.find(b"\n") < 0:
+            try:
+                self._receive_line(limits.env_timeout)
+            except CallerHungUp:
+                raise BadSession("connection closed after 0 environment lines") from None
+        end = self._buf.find(b"\n\n")
+        if end <= 0:
+            return 0
+        env = self.env
+        for lines, chunk in enumerate(self._buf[:end].split(b"\n"), 1):
+            if lines > limits.max_env_lines:
+                raise BadSession(f"more than {limits.max_env_lines} environment lines")
+            if len(chunk) > limits.max_line:
+                raise BadSession(f"line longer than {limits.max_line} bytes")
+            line = chunk.decode("utf-8", errors="replace").rstrip("\r")
+            if not line:  # a CRLF blank line: the block ended before `end`
+                env.clear()
+                return 0
+            m = _ENV_LINE.fullmatch(line)
+            if m is None:
+                raise BadSession(f"not an AGI environment line: {_preview(line)}")
+            env[m.group(1)] = m.group(2).strip()
+        del self._buf[: end + 2]
+        return -1
+
+    def _log_env(self) -> None:
         if self._debug:
             log.debug(
                 "agi env peer=%s %s",
                 self.peer,
                 mask_text(" ".join(f"{k}={v!r}" for k, v in self.env.items())),
             )
-        return self.env
 
     def close(self) -> None:
         """Close the socket; Asterisk then continues the dialplan. Idempotent."""
@@ -257,10 +297,7 @@ class AgiSession(AGI):
             if self._closed:
                 return
             self._closed = True
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                self.sock.close()
+            _close(self.sock)
 
     def abort(self) -> None:
         """Cut the connection from another thread (shutdown): the owner's
@@ -324,9 +361,7 @@ class AgiSession(AGI):
         if remaining <= 0:
             raise SessionTimeout(f"session deadline passed before sending {_show(line)}")
         try:
-            if remaining < self._sndtimeo:
-                self._sndtimeo = self._set_kernel_timeout(socket.SO_SNDTIMEO, remaining)
-            self.sock.sendall(line.encode("utf-8") + b"\n")
+            self._send(line.encode("utf-8") + b"\n", remaining)
         except BlockingIOError:  # SO_SNDTIMEO expired
             raise SessionTimeout(f"peer not reading; could not send {_show(line)}") from None
         except OSError as exc:  # EPIPE, ECONNRESET, socket shut down
@@ -346,7 +381,7 @@ class AgiSession(AGI):
             return None
         line = f"GET FULL VARIABLE {self._quote(expression)}"
         try:
-            self.sock.sendall(line.encode("utf-8") + b"\n")
+            self._send(line.encode("utf-8") + b"\n", timeout)
             deadline = time.monotonic() + timeout
             for _ in range(self.limits.max_intermediate):
                 remaining = deadline - time.monotonic()
@@ -365,6 +400,22 @@ class AgiSession(AGI):
         except (OSError, AGIException):
             return None
         return None
+
+    def _send(self, data: bytes, remaining: float) -> None:
+        """All of `data`, within `remaining` seconds and the send timeout.
+
+        A command line fits the socket's send buffer whenever Asterisk keeps up,
+        so it goes out in one non-blocking send that keeps the GIL (see
+        `_send_nowait`); only the rest, if any, waits, under SO_SNDTIMEO (raises
+        BlockingIOError when that expires)."""
+        sent = _send_nowait(self.sock, data)
+        if sent == len(data):
+            return
+        if not self._sndtimeo or remaining < self._sndtimeo:
+            self._sndtimeo = self._set_kernel_timeout(
+                socket.SO_SNDTIMEO, min(self.limits.send_timeout, remaining)
+            )
+        self.sock.sendall(memoryview(data)[sent:])
 
     def get_result(self, stdin: Any = None) -> ResultDict:
         """pyst2 API compatibility: read one result without a known command."""
@@ -502,6 +553,66 @@ class AgiSession(AGI):
 
 
 _TIMEVAL = struct.Struct("@ll")  # struct timeval {time_t tv_sec; suseconds_t tv_usec}
+
+
+# -- system calls that never wait, made without letting go of the GIL ---------------
+#
+# Under load most of the controller's CPU goes to the scheduler, not to Python: each
+# socket call lets go of the GIL, another session's thread that was waiting for it
+# runs (a futex wake and a context switch), and taking the GIL back is another wait.
+# For a call that blocks (the recv awaiting Asterisk's answer) that is the point; a
+# non-blocking send(2) of one command line, shutdown(2) and close(2) never wait, so
+# they go through ctypes.PyDLL, which keeps the GIL. In bench/agi_load.py's closed
+# loop that took a 12345 call from 40-49 context switches in the server to about 34.
+# Without libc symbols (not a POSIX system) the socket methods do it instead.
+
+
+def _libc_calls() -> tuple[Any, Any, Any] | None:
+    try:
+        libc = ctypes.PyDLL(None, use_errno=True)
+        send, shutdown, close = libc.send, libc.shutdown, libc.close
+    except (OSError, TypeError, AttributeError):
+        return None
+    send.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int)
+    send.restype = ctypes.c_ssize_t
+    shutdown.argtypes = (ctypes.c_int, ctypes.c_int)
+    close.argtypes = (ctypes.c_int,)
+    return send, shutdown, close
+
+
+_LIBC = _libc_calls()
+_SEND_NOWAIT = getattr(socket, "MSG_DONTWAIT", 0) | getattr(socket, "MSG_NOSIGNAL", 0)
+
+
+def _send_nowait(sock: socket.socket, data: bytes) -> int:
+    """Bytes of `data` sent at once, without waiting (0 when the buffer is full).
+    Raises OSError (EPIPE, ECONNRESET, ...) as sock.send does."""
+    if _LIBC is None or not hasattr(socket, "MSG_DONTWAIT"):
+        return 0  # the caller's blocking sendall sends it all
+    sent = _LIBC[0](sock.fileno(), data, len(data), _SEND_NOWAIT)
+    if sent >= 0:
+        return sent
+    code = ctypes.get_errno()
+    if code in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+        return 0
+    raise OSError(code, os.strerror(code))
+
+
+def _close(sock: socket.socket) -> None:
+    """Shut a connection down (Asterisk sees the end at once) and close it."""
+    if _LIBC is None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            sock.close()
+        return
+    try:
+        fd = sock.detach()  # the socket object forgets the descriptor: no double close
+    except OSError:
+        return
+    if fd >= 0:
+        _LIBC[1](fd, socket.SHUT_RDWR)
+        _LIBC[2](fd)
 
 
 def _peer_of(sock: socket.socket) -> str:

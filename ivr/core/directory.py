@@ -8,13 +8,14 @@ Only data and pure lookups: no files, no clock (``now`` is always passed in).
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ivr.core.clock import local, start_of_day
+from ivr.core.clock import local_date
 
 MAIN_NUMBER = "12345"
 
@@ -88,10 +89,13 @@ class Retirement(Strict):
         return self
 
     def phase(self, now: datetime) -> Phase:
-        moment = local(now)
-        if moment < start_of_day(self.retired_on):
+        # On the local calendar: from 00:00 on retired_on is day retired_on, up to
+        # 24:00 on prompt_until is day prompt_until (Asia/Shanghai keeps no summer time,
+        # so local dates and local midnights order alike; comparing dates is cheaper).
+        day = local_date(now)
+        if day < self.retired_on:
             return Phase.BEFORE
-        if moment < start_of_day(self.prompt_until + timedelta(days=1)):
+        if day <= self.prompt_until:
             return Phase.TRANSITION
         return Phase.AFTER
 
@@ -212,11 +216,27 @@ class Directory(Strict):
         return sharing[0] if len(sharing) == 1 else None
 
     def retirement(self, number: str, region: str) -> Retirement:
-        """The window in force for a retired line in a region: defaults < line < region."""
+        """The window in force for a retired line in a region: defaults < line < region.
+
+        Merged once per line and region: merging builds (and validates) pydantic
+        models, and every call to a retired line asks. Only the dates are kept, never
+        a phase, which depends on the time of each call."""
         line = self.lines[number]
+        cached = self._windows.get((number, region))
+        if cached is not None and cached[0] is line and cached[1] is self.defaults:
+            return cached[2]
         window = self.defaults.retirement.merged(line.retirement)
         in_region = line.regions.get(region)
-        return window.merged(in_region.retirement if in_region else None)
+        window = window.merged(in_region.retirement if in_region else None)
+        if region in self.regions:  # bounded: only the directory's own keys
+            self._windows[(number, region)] = (line, self.defaults, window)
+        return window
+
+    @cached_property
+    def _windows(self) -> dict[tuple[str, str], tuple[LegacyLine, Defaults, Retirement]]:
+        # (line, region) -> the objects the window was merged from, and the window.
+        # The objects guard against a copy of this directory with other lines.
+        return {}
 
     def seats_of(self, number: str, region: str) -> Seats | None:
         line = self.lines[number]

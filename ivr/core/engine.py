@@ -147,17 +147,20 @@ def route_from_dict(data: dict[str, Any]) -> Route:
 class CallSession:
     """One call's walk through the flows."""
 
-    def __init__(self, hotline: Hotline, state: SessionState) -> None:
+    def __init__(self, hotline: Hotline, state: SessionState, route: Route | None = None) -> None:
+        """`route`, when given, is `state.route` as a Route already (saves rebuilding it)."""
         self.hotline = hotline
         self.state = state
-        self.route = route_from_dict(state.route)
+        self.route = route_from_dict(state.route) if route is None else route
         self.events: list[dict[str, Any]] = []
+        self._flows = hotline.flow_index
+        self._transition_prompts = hotline.transition_prompts
 
     # -- front-end API -----------------------------------------------------------
 
     @classmethod
     def start(cls, hotline: Hotline, route: Route) -> tuple[CallSession, Instruction]:
-        session = cls(hotline, SessionState(route=route_to_dict(route)))
+        session = cls(hotline, SessionState(route=route_to_dict(route)), route)
         session._event("call_offered", known=route.known, region_source=route.region_source)
         return session, session._goto("@" + route.flow, origin="start")
 
@@ -259,10 +262,10 @@ class CallSession:
     # -- walking -----------------------------------------------------------------
 
     def _current(self) -> Step:
-        return self.hotline.flows[self.state.flow].step(self.state.step)
+        return self._flows[self.state.flow].steps[self.state.step]
 
     def _next_of(self, step: Step) -> str | None:
-        return step.next or self.hotline.flows[self.state.flow].following(step.id)
+        return step.next or self._flows[self.state.flow].after[step.id]
 
     def _goto(self, ref: str | None, origin: str) -> Instruction:
         """Follow a reference, running steps that need nothing from the channel."""
@@ -272,9 +275,9 @@ class CallSession:
                 return self._fallback("no_edge", origin)
             if ref.startswith("@"):
                 flow_id = ref[1:]
-                if flow_id not in self.hotline.flows:
+                if flow_id not in self._flows:
                     return self._fallback("unknown_flow", origin)
-                state.flow, state.step = flow_id, self.hotline.flows[flow_id].start
+                state.flow, state.step = flow_id, self._flows[flow_id].start
             else:
                 state.step = ref
             state.steps_taken += 1
@@ -384,7 +387,7 @@ class CallSession:
 
     def _prompt_done(self, prompt: str) -> None:
         self.state.prompts.append(prompt)
-        transition = prompt in self.hotline.catalog.transition_ids()
+        transition = prompt in self._transition_prompts
         self._event("prompt_played", prompt=prompt, transition=transition)
 
     # -- the one place a failure of ours turns into the 12345 seats -----------------
@@ -418,7 +421,7 @@ class CallSession:
 
     def _run_silent(self, flow_id: str) -> None:
         """Run a flow for a caller who has gone: only steps that need no channel."""
-        if flow_id not in self.hotline.flows:
+        if flow_id not in self._flows:
             self._callback("abandoned")
             return
         ref: str | None = "@" + flow_id
@@ -427,7 +430,7 @@ class CallSession:
             budget -= 1
             if ref.startswith("@"):
                 self.state.flow = ref[1:]
-                self.state.step = self.hotline.flows[self.state.flow].start
+                self.state.step = self._flows[self.state.flow].start
             else:
                 self.state.step = ref
             step = self._current()

@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from functools import cached_property
+from typing import TYPE_CHECKING, NamedTuple
 
-from ivr.core.dialplan import Flow
+from ivr.core.dialplan import Flow, Step
 from ivr.core.directory import MAIN_NUMBER, Directory, Mode, Seats
 from ivr.core.prompts import Catalog
 
@@ -81,6 +82,14 @@ class Target:
     number: str | None = None  # set when reached by dialing out
 
 
+class FlowIndex(NamedTuple):
+    """One flow's steps as plain lookups (see `Hotline.flow_index`)."""
+
+    start: str
+    steps: dict[str, Step]  # by id
+    after: dict[str, str | None]  # the step written after each: where one without next goes
+
+
 @dataclass(frozen=True)
 class Hotline:
     """The loaded configuration: directory, flows and prompts. Immutable; swapped whole."""
@@ -93,6 +102,25 @@ class Hotline:
 
     def route(self, call: Call) -> Route:
         return route_call(self.directory, call)
+
+    # The engine asks these on every step of every call. Read through the pydantic
+    # models, each costs microseconds (private attributes go through __getattr__), so
+    # they are read out once per Hotline, which never changes.
+
+    @cached_property
+    def flow_index(self) -> dict[str, FlowIndex]:
+        return {
+            flow_id: FlowIndex(
+                flow.start,
+                {step.id: flow.step(step.id) for step in flow.steps},
+                {step.id: flow.following(step.id) for step in flow.steps},
+            )
+            for flow_id, flow in self.flows.items()
+        }
+
+    @cached_property
+    def transition_prompts(self) -> frozenset[str]:
+        return self.catalog.transition_ids()
 
 
 _NON_DIGITS = re.compile(r"[^0-9]")

@@ -434,3 +434,90 @@ def test_idle_workers_exit_and_calls_still_get_served() -> None:
         assert normal_call(server.address) == NORMAL
     finally:
         server.stop(grace=1.0)
+
+
+# -- leader/follower: idle workers accept for themselves ------------------------------
+
+
+def _hold_calls(address: tuple[str, int], count: int) -> list[FakeAsterisk]:
+    """`count` calls that answer, then stay in their handler (route "hold")."""
+    peers = []
+    for _ in range(count):
+        peer = FakeAsterisk.connect(address)
+        peer.send_env("hold")
+        assert peer.read_command() == "ANSWER"
+        peer.reply("200 result=0")
+        peers.append(peer)
+    return peers
+
+
+def _holding() -> tuple[Callable[[AgiSession], None], threading.Semaphore, threading.Event]:
+    inside, release = threading.Semaphore(0), threading.Event()
+
+    def hold(session: AgiSession) -> None:
+        session.answer()
+        inside.release()
+        release.wait(5)
+
+    return hold, inside, release
+
+
+def test_a_call_is_served_at_once_while_every_other_worker_is_busy(make_server) -> None:
+    # The worker that takes the last idle slot starts another before it serves.
+    hold, inside, release = _holding()
+    server = make_server(handlers={"hold": hold, "answer_then_set": answer_then_set})
+    holders = _hold_calls(server.address, 3)
+    try:
+        for _ in holders:
+            assert inside.acquire(timeout=2)
+        start = time.monotonic()
+        assert normal_call(server.address) == NORMAL
+        assert time.monotonic() - start < 1.0  # not after a held call let go (5 s)
+        assert server.active_sessions == 3
+    finally:
+        release.set()
+        for peer in holders:
+            peer.close()
+
+
+def test_the_last_idle_worker_stays_while_the_others_are_busy() -> None:
+    hold, inside, release = _holding()
+    server = AgiServer(
+        ("127.0.0.1", 0), {"hold": hold, "answer_then_set": answer_then_set}, limits=FAST
+    )
+    server.worker_idle_exit = 0.05
+    server.start()
+    holders = _hold_calls(server.address, 1)
+    try:
+        assert inside.acquire(timeout=2)
+        time.sleep(0.5)  # ten idle periods for whoever waits in accept()
+        start = time.monotonic()
+        assert normal_call(server.address) == NORMAL
+        assert time.monotonic() - start < 1.0
+    finally:
+        release.set()
+        for peer in holders:
+            peer.close()
+        server.stop(grace=1.0)
+
+
+def test_stop_wakes_every_idle_worker_at_once() -> None:
+    before = _workers()
+    hold, inside, release = _holding()
+    server = AgiServer(("127.0.0.1", 0), {"hold": hold}, limits=FAST)  # idle exit: 60 s
+    server.start()
+    holders = _hold_calls(server.address, 4)
+    for _ in holders:
+        assert inside.acquire(timeout=2)
+    release.set()
+    for peer in holders:
+        assert peer.wait_closed() < 1.0
+        peer.close()
+    ours = _workers() - before
+    assert len(ours) >= 3  # four calls at once: the accept thread and three workers
+    start = time.monotonic()
+    server.stop(grace=1.0)
+    for thread in ours:
+        thread.join(timeout=1.0)
+        assert not thread.is_alive()
+    assert time.monotonic() - start < 1.5

@@ -25,6 +25,7 @@ from ivr.agi import (
     UsageError,
     mask_text,
 )
+from ivr.agi import session as session_module
 
 from .fake_asterisk import CALLER, UNIQUEID, FakeAsterisk
 
@@ -440,3 +441,104 @@ def test_mask_text_never_leaks_a_mobile_number(before: str, number: str, after: 
     masked = mask_text(before + number + after)
     assert number not in masked
     assert number[-4:] in masked
+
+
+# -- the I/O paths that keep the GIL: sends, the environment in one piece, close --------
+
+
+def test_a_command_larger_than_the_socket_buffer_goes_out_whole(pair, pool) -> None:
+    # The non-blocking send takes what fits; the rest must follow, in order.
+    sock, peer = pair
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    session = AgiSession(sock, FAST)
+    peer.send_env()
+    session.read_env()
+    value = "".join(str(i % 10) for i in range(300_000))
+
+    def slow_asterisk() -> list[str]:
+        time.sleep(0.1)  # let the sender fill its buffer first
+        return peer.play(["200 result=1"])
+
+    played = start(pool, slow_asterisk)
+    session.set_variable("BIG", value)
+    session.close()
+    assert played.result(timeout=3) == [f'SET VARIABLE "BIG" "{value}"']
+
+
+def test_a_peer_that_never_reads_times_the_send_out(pair, pool) -> None:
+    sock, _peer = pair
+    session = AgiSession(sock, FAST)  # send_timeout 0.5 s
+    start_t = time.monotonic()
+    sending = start(pool, session.set_variable, "BIG", "x" * 5_000_000)  # > any buffer
+    with pytest.raises(SessionTimeout, match="peer not reading"):
+        sending.result(timeout=5)
+    assert 0.4 < time.monotonic() - start_t < 3.0
+    assert not session.hung_up
+
+
+def test_commands_go_out_without_the_libc_shortcut(pair, pool, monkeypatch) -> None:
+    # Where libc's send(2) cannot be reached through ctypes, socket.sendall sends.
+    monkeypatch.setattr(session_module, "_LIBC", None)
+    sock, peer = pair
+    session = AgiSession(sock, FAST)
+    peer.send_env()
+    played = start(pool, peer.play, ["200 result=0", "200 result=1"])
+    session.read_env()
+    session.answer()
+    session.set_variable("LANG", "zh")
+    session.close()
+    assert played.result(timeout=2) == ["ANSWER", 'SET VARIABLE "LANG" "zh"']
+    assert sock.fileno() == -1
+
+
+ENV_LINES = {"agi_network_script": "ivr_main", "agi_uniqueid": UNIQUEID, "agi_arg_1": "a b"}
+
+
+@pytest.mark.parametrize(
+    ("chunks", "end"),
+    [
+        ([b"ENV\n\n200 result=0\n"], "\n"),  # all at once, with the answer behind it
+        ([b"ENV\n", b"\n200 result=0\n"], "\n"),  # the blank line comes later
+        ([b"agi_net", b"work_script: ivr_main\nREST\n\n", b"200 result=0\n"], "\n"),
+        ([b"ENV\r\n\r\n200 result=0\r\n"], "\r\n"),  # CRLF: read line by line
+    ],
+    ids=["whole", "blank-later", "split-line", "crlf"],
+)
+def test_environment_read_alike_in_one_piece_or_several(
+    pair, pool, chunks: list[bytes], end: str
+) -> None:
+    sock, peer = pair
+    session = AgiSession(sock, FAST)
+    env = end.join(f"{k}: {v}" for k, v in ENV_LINES.items()).encode()
+    rest = end.join(f"{k}: {v}" for k, v in ENV_LINES.items() if k != "agi_network_script")
+
+    def asterisk() -> str | None:
+        for chunk in chunks:
+            peer.send_raw(chunk.replace(b"ENV", env).replace(b"REST", rest.encode()))
+            time.sleep(0.05)
+        return peer.read_command()
+
+    sent = start(pool, asterisk)
+    assert session.read_env() == ENV_LINES
+    session.answer()  # its answer was already buffered behind the environment
+    assert sent.result(timeout=2) == "ANSWER"
+
+
+def test_environment_in_one_piece_keeps_the_limits(pair) -> None:
+    sock, peer = pair
+    session = AgiSession(sock, SessionLimits(max_env_lines=3, env_timeout=10.0))
+    peer.send_raw(b"".join(b"agi_x%d: 1\n" % i for i in range(4)) + b"\n")
+    with pytest.raises(BadSession, match="more than 3 environment lines"):
+        session.read_env()
+
+
+def test_close_is_idempotent_and_asterisk_sees_the_end_at_once(pair) -> None:
+    sock, peer = pair
+    session = AgiSession(sock, FAST)
+    peer.send_env()
+    session.read_env()
+    session.close()
+    assert sock.fileno() == -1
+    assert peer.wait_closed() < 0.5
+    session.close()
+    session.abort()  # after close: nothing to cut, no error

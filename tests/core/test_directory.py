@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from ivr.core.clock import SHANGHAI
-from ivr.core.directory import AfterWindow, Mode, Phase, Retirement, Seats
-from ivr.core.routing import Hotline
+from ivr.core.clock import SHANGHAI, start_of_day
+from ivr.core.directory import (
+    AfterWindow,
+    Mode,
+    Phase,
+    Retirement,
+    RetirementOverride,
+    Seats,
+)
+from ivr.core.routing import Call, Hotline
 
 WINDOW = Retirement(retired_on=date(2021, 12, 1), prompt_until=date(2022, 2, 28))
 
@@ -126,3 +136,75 @@ def test_queues_include_kept_seats_only_where_kept(hotline: Hotline) -> None:
     assert {"fuzhou-12345", "fuzhou-enterprise", "xiamen-minnanhua", "fuzhou-transport"} <= queues
     assert "xiamen-12369" in queues  # kept in Xiamen
     assert "fuzhou-12369" not in queues  # cancelled in Fuzhou
+
+
+# -- the phase on local dates, and windows merged once per line and region -------------
+
+XIAMEN_12365 = Retirement(retired_on=date(2021, 11, 15), prompt_until=date(2022, 2, 14))
+ZONES = [SHANGHAI, UTC, ZoneInfo("America/New_York"), timezone(timedelta(hours=14))]
+
+
+def phase_by_midnights(window: Retirement, now: datetime) -> Phase:
+    """The rule as written: from local midnight opening retired_on to the one closing
+    prompt_until, compared as instants."""
+    if now < start_of_day(window.retired_on):
+        return Phase.BEFORE
+    if now < start_of_day(window.prompt_until + timedelta(days=1)):
+        return Phase.TRANSITION
+    return Phase.AFTER
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(2021, 11, 1),
+        max_value=datetime(2022, 3, 15),
+        timezones=st.sampled_from(ZONES),
+    )
+)
+@example(start_of_day(date(2021, 12, 1)) - timedelta(microseconds=1))
+@example(start_of_day(date(2021, 12, 1)).astimezone(UTC))
+@example(start_of_day(date(2022, 3, 1)).astimezone(ZONES[2]) - timedelta(microseconds=1))
+@example(start_of_day(date(2022, 3, 1)).astimezone(ZONES[3]))
+@example(start_of_day(date(2022, 2, 15)).astimezone(UTC) - timedelta(microseconds=1))
+def test_phase_by_local_date_is_phase_by_local_midnights(now: datetime) -> None:
+    for window in (WINDOW, XIAMEN_12365):
+        assert window.phase(now) is phase_by_midnights(window, now)
+
+
+def last_instant_before(day: date) -> datetime:
+    return start_of_day(day) - timedelta(microseconds=1)
+
+
+# 12365's window is 2021-11-15..2022-02-14 in Xiamen and the default elsewhere.
+EDGE_PHASES = [  # (moment, Xiamen's phase, Fuzhou's phase)
+    (last_instant_before(date(2021, 11, 15)), "before_retirement", "before_retirement"),
+    (start_of_day(date(2021, 11, 15)), "transition", "before_retirement"),
+    (last_instant_before(date(2021, 12, 1)), "transition", "before_retirement"),
+    (start_of_day(date(2021, 12, 1)), "transition", "transition"),
+    (last_instant_before(date(2022, 2, 15)), "transition", "transition"),
+    (start_of_day(date(2022, 2, 15)), "after_transition", "transition"),
+    (last_instant_before(date(2022, 3, 1)), "after_transition", "transition"),
+    (start_of_day(date(2022, 3, 1)), "after_transition", "after_transition"),
+]
+
+
+@pytest.mark.parametrize("order", ["forward", "backward"])
+def test_cached_windows_never_carry_a_phase_across_an_edge(hotline: Hotline, order: str) -> None:
+    # One directory, its window cache warm from the first call on: every call on
+    # either side of every edge, in both regions, still gets its own phase.
+    edges = EDGE_PHASES if order == "forward" else EDGE_PHASES[::-1]
+    for moment, xiamen, fuzhou in edges:
+        for region, expected in (("xiamen", xiamen), ("fuzhou", fuzhou)):
+            route = hotline.route(Call("12365", moment, region=region))
+            assert route.facts["phase"] == expected, (moment, region)
+
+
+def test_a_copy_with_other_dates_does_not_reuse_the_cached_windows(hotline: Hotline) -> None:
+    directory = hotline.directory
+    assert directory.retirement("12365", "fuzhou").retired_on == date(2021, 12, 1)  # cached
+    later = RetirementOverride(retired_on=date(2023, 1, 1), prompt_until=date(2023, 3, 31))
+    line = directory.lines["12365"].model_copy(update={"retirement": later})
+    copy = directory.model_copy(update={"lines": {**directory.lines, "12365": line}})
+    window = copy.retirement("12365", "fuzhou")
+    assert (window.retired_on, window.prompt_until) == (date(2023, 1, 1), date(2023, 3, 31))
+    assert directory.retirement("12365", "fuzhou").retired_on == date(2021, 12, 1)

@@ -199,3 +199,41 @@ def test_connect_must_resume_with_a_connect_result(hotline: Hotline) -> None:
     assert isinstance(session.resume(ConnectResult("answered")), CollectDigits)
     with pytest.raises(ValueError, match="unknown connect outcome"):
         ConnectResult("maybe")
+
+
+def test_flow_index_agrees_with_the_flows(hotline: Hotline) -> None:
+    for flow_id, flow in hotline.flows.items():
+        index = hotline.flow_index[flow_id]
+        assert index.start == flow.start
+        assert set(index.steps) == {step.id for step in flow.steps}
+        for step in flow.steps:
+            assert index.steps[step.id] is flow.step(step.id)
+            assert index.after[step.id] == flow.following(step.id)
+
+
+def test_flow_index_keeps_the_first_of_a_duplicated_step_id(hotline: Hotline) -> None:
+    flow = {
+        "flow": "dup",
+        "title": "a duplicated step id",
+        "steps": [
+            {"id": "a", "kind": "play", "prompt": "greeting_12345"},
+            {"id": "b", "kind": "hangup", "reason": "done"},
+            {"id": "a", "kind": "hangup", "reason": "second"},
+        ],
+    }
+    index = with_flows(hotline, flow).flow_index["dup"]
+    assert index.steps["a"].kind == "play"
+    assert index.after["a"] == "b"
+
+
+def test_a_hotline_with_other_flows_walks_its_own(hotline: Hotline) -> None:
+    assert "custom" not in hotline.flow_index  # the shared hotline's index is built
+    custom = {
+        "flow": "main",
+        "title": "a replaced main flow",
+        "steps": [{"id": "only", "kind": "hangup", "reason": "custom_main"}],
+    }
+    _, first = start(with_flows(hotline, custom))
+    assert first == HangUp("custom_main")
+    _, original = start(hotline)
+    assert original == AnswerCall(early_media=False)
