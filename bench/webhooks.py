@@ -17,8 +17,18 @@ and response for both apps alike, so its own cost is the same on both sides. On 
 small machine the client shares the CPU with the server: the ratio is the figure to
 read, the absolute numbers are the machine's.
 
-Usage: python bench/webhooks.py [--seconds 8] [--workers 2] [--clients 3] [--threads 4]
-       [--json]
+The apps are loaded in turn for `--rounds` rounds (the order alternating), so that a
+shared machine's changing load falls on all of them; each figure is given as a range
+over the rounds. Besides requests per second and latency, each round reads the CPU
+time the processes used (from /proc, on Linux): the gunicorn workers (with their
+event publisher thread), the Redis server and the client, per request.
+
+`--other-tree DIR` loads a third app in the same run: the webhooks imported from
+another copy of the code (e.g. one taken before a change), with the same
+configuration, Redis and client.
+
+Usage: python bench/webhooks.py [--seconds 8] [--rounds 3] [--workers 2] [--clients 3]
+       [--threads 4] [--other-tree DIR] [--breakdown] [--json]
 """
 
 from __future__ import annotations
@@ -28,8 +38,10 @@ import http.client
 import json
 import multiprocessing
 import os
+import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -121,11 +133,14 @@ def config_folder(folder: Path, redis_url: str, port: int) -> Path:
 
 
 def start_gunicorn(app: str, port: int, workers: int, env: dict[str, str], chdir: Path) -> Any:
+    # Started in `chdir`: `python -m` puts its working folder first on sys.path, and from
+    # a checkout's root that would be the checkout's `ivr`, whatever PYTHONPATH says.
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind",
          f"127.0.0.1:{port}", "--chdir", str(chdir), "--log-level", "warning",
          "--backlog", "2048", app],
         env=env,
+        cwd=chdir,
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     wait_for_port(port, proc)
@@ -224,8 +239,10 @@ def static_calls(port: int, sid: str, latencies: list[float]) -> None:
             raise RuntimeError("unexpected TwiML")
 
 
-def client_process(args: tuple[str, int, int, float, int]) -> tuple[list[float], int]:
+def client_process(args: tuple[str, int, int, float, int]) -> tuple[list[float], int, float]:
+    """Latencies, errors, and this client process's CPU seconds meanwhile."""
     kind, port, threads, seconds, _ = args
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     deadline = time.monotonic() + seconds
     latencies: list[list[float]] = [[] for _ in range(threads)]
     errors = [0] * threads
@@ -236,7 +253,7 @@ def client_process(args: tuple[str, int, int, float, int]) -> tuple[list[float],
             n += 1
             sid = "CA" + uuid.uuid4().hex
             try:
-                (one_call if kind == "webhooks" else static_calls)(port, sid, latencies[t])
+                (static_calls if kind == "static" else one_call)(port, sid, latencies[t])
             except Exception:
                 errors[t] += 1
 
@@ -245,7 +262,9 @@ def client_process(args: tuple[str, int, int, float, int]) -> tuple[list[float],
         worker.start()
     for worker in workers:
         worker.join()
-    return [x for part in latencies for x in part], sum(errors)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+    return [x for part in latencies for x in part], sum(errors), cpu
 
 
 @dataclass
@@ -256,29 +275,99 @@ class Figures:
     errors: int
     p50_ms: float
     p99_ms: float
+    # CPU microseconds per request, None where /proc could not be read
+    server_cpu_us: float | None = None  # the gunicorn master and its workers
+    redis_cpu_us: float | None = None
+    client_cpu_us: float | None = None
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
 
 
-def load(kind: str, port: int, clients: int, threads: int, seconds: float) -> Figures:
+def cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU seconds the processes used so far (all their threads), from
+    /proc; None where it cannot be read."""
+    total = 0
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def family(pid: int) -> list[int]:
+    """A gunicorn master and its workers (children, read from /proc)."""
+    pids = [pid]
+    try:
+        entries = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:
+        return pids
+    for entry in entries:
+        try:  # a process may end while the folder is read
+            with open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rpartition(")")[2].split()[1]) == pid:
+                    pids.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+@dataclass
+class Target:
+    """One app under load: its gunicorn, and the Redis it uses (if any)."""
+
+    name: str
+    port: int
+    gunicorn: subprocess.Popen[bytes]
+    redis_pid: int | None = None
+
+
+def load(target: Target, clients: int, threads: int, seconds: float) -> Figures:
+    kind, port = target.name, target.port
     with multiprocessing.get_context("fork").Pool(clients) as pool:
         pool.map(client_process, [(kind, port, 1, 0.5, i) for i in range(clients)])  # warm up
+        servers = family(target.gunicorn.pid)
+        redis_pids = [target.redis_pid] if target.redis_pid else []
+        server_cpu, redis_cpu = cpu_seconds(servers), cpu_seconds(redis_pids)
         start = time.monotonic()
         parts = pool.map(
             client_process, [(kind, port, threads, seconds, i) for i in range(clients)]
         )
         elapsed = time.monotonic() - start
-    latencies = sorted(x for lat, _ in parts for x in lat)
-    errors = sum(e for _, e in parts)
+        server_after, redis_after = cpu_seconds(servers), cpu_seconds(redis_pids)
+    latencies = sorted(x for lat, _, _ in parts for x in lat)
+    errors = sum(e for _, e, _ in parts)
     if not latencies:
         raise RuntimeError(f"{kind}: no request completed")
+    n = len(latencies)
 
     def pct(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+        return latencies[min(n - 1, int(q * n))] * 1000
 
-    return Figures(kind, len(latencies), elapsed, errors, pct(0.50), pct(0.99))
+    def per_request(before: float | None, after: float | None) -> float | None:
+        return None if before is None or after is None else (after - before) / n * 1e6
+
+    return Figures(
+        kind, n, elapsed, errors, pct(0.50), pct(0.99),
+        server_cpu_us=per_request(server_cpu, server_after),
+        redis_cpu_us=per_request(redis_cpu, redis_after) if redis_pids else None,
+        client_cpu_us=sum(cpu for _, _, cpu in parts) / n * 1e6,
+    )  # fmt: skip
+
+
+def spread(values: list[float | None], fmt: str = "{:.0f}") -> str:
+    """min-max (median) of one figure over the rounds."""
+    known = sorted(v for v in values if v is not None)
+    if not known:
+        return "-"
+    if len(known) == 1 or known[0] == known[-1]:
+        return fmt.format(known[0])
+    lo, mid, hi = (fmt.format(v) for v in (known[0], statistics.median(known), known[-1]))
+    return f"{lo}-{hi} ({mid})"
 
 
 # -- where a webhook's time goes: in-process, no HTTP server, no client processes ------
@@ -364,10 +453,14 @@ def _per_request(client: Any, public: str, calls: int, static: bool = False) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="load time per app")
+    parser.add_argument("--seconds", type=float, default=8.0, help="load time per app and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; figures are ranges")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per app")
     parser.add_argument("--clients", type=int, default=3, help="client processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per client process")
+    parser.add_argument(
+        "--other-tree", type=Path, help="also load the webhooks imported from this copy of the code"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object")
     parser.add_argument(
         "--breakdown", action="store_true", help="also time each cost in-process (~10 s)"
@@ -377,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
 
     here = Path(__file__).resolve().parent
     procs: list[subprocess.Popen[bytes] | None] = []
+    rounds: list[dict[str, Figures]] = []
     with tempfile.TemporaryDirectory(prefix="ivr-bench-") as scratch:
         folder = Path(scratch)
         try:
@@ -390,16 +484,32 @@ def main(argv: list[str] | None = None) -> int:
                 "IVR_REDIS_URL": redis_url,
                 "PYTHONPATH": os.pathsep.join([str(here.parent), os.environ.get("PYTHONPATH", "")]),
             }
-            procs.append(
-                start_gunicorn(
-                    "ivr.twilio.wsgi:create_webhook_app()", hook_port, args.workers, env, here
-                )
-            )
-            procs.append(
-                start_gunicorn("webhooks:static_app", static_port, args.workers, env, here)
-            )
-            static = load("static", static_port, args.clients, args.threads, args.seconds)
-            hooks = load("webhooks", hook_port, args.clients, args.threads, args.seconds)
+            app = "ivr.twilio.wsgi:create_webhook_app()"
+            hooks = start_gunicorn(app, hook_port, args.workers, env, here)
+            procs.append(hooks)
+            targets = [
+                Target("static", static_port, start_gunicorn(
+                    "webhooks:static_app", static_port, args.workers, env, here)),
+                Target("webhooks", hook_port, hooks, redis_proc.pid),
+            ]  # fmt: skip
+            procs.append(targets[0].gunicorn)
+            if args.other_tree:
+                # The signed URLs name the public base URL: this app needs its own config.
+                other_port = free_port()
+                other_env = {
+                    **env,
+                    "IVR_CONFIG": str(config_folder(folder / "other", redis_url, other_port)),
+                    "PYTHONPATH": os.pathsep.join(
+                        [str(args.other_tree.resolve()), os.environ.get("PYTHONPATH", "")]
+                    ),
+                }
+                other = start_gunicorn(app, other_port, args.workers, other_env, here)
+                procs.append(other)
+                targets.append(Target("other", other_port, other, redis_proc.pid))
+            for n in range(args.rounds):
+                order = targets if n % 2 == 0 else targets[::-1]
+                done = {t.name: load(t, args.clients, args.threads, args.seconds) for t in order}
+                rounds.append({t.name: done[t.name] for t in targets})
             for proc in procs[1:]:
                 stop(proc)  # the breakdown runs alone on the machine
             if args.breakdown:
@@ -407,22 +517,46 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for proc in reversed(procs):
                 stop(proc)
-    ratio = hooks.rps / static.rps
+    names = list(rounds[0])
+    ratios = {
+        name: [r[name].rps / r["static"].rps for r in rounds] for name in names if name != "static"
+    }
+    errors = sum(f.errors for r in rounds for f in r.values())
     if args.json:
-        print(json.dumps({f.name: {**f.__dict__, "rps": round(f.rps, 1)} for f in (static, hooks)}
-                         | {"ratio": round(ratio, 3), "workers": args.workers,
-                            "breakdown_us": costs}))  # fmt: skip
-    else:
-        print(f"gunicorn, {args.workers} sync workers; client {args.clients}x{args.threads}")
-        print(f"{'app':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-        for f in (static, hooks):
-            print(f"{f.name:<10} {f.rps:>8.0f} {f.p50_ms:>8.2f} {f.p99_ms:>8.2f} {f.errors:>7}")
-        print(f"webhooks / static throughput: {ratio:.2f} (target >= 0.80)")
-        if costs:
-            print("in-process, Flask test client, per request:")
-            for name, micros in costs.items():
-                print(f"  {name:<44} {micros:>7.0f} us")
-    return 0 if hooks.errors == 0 and static.errors == 0 else 1
+        print(json.dumps({
+            "rounds": [{name: {**f.__dict__, "rps": round(f.rps, 1)} for name, f in r.items()}
+                       for r in rounds],
+            "ratio": {name: [round(x, 3) for x in xs] for name, xs in ratios.items()},
+            "workers": args.workers, "breakdown_us": costs,
+        }))  # fmt: skip
+        return 0 if errors == 0 else 1
+    print(
+        f"gunicorn, {args.workers} sync workers; client {args.clients}x{args.threads}; "
+        f"{args.rounds} rounds of {args.seconds:g} s; min-max (median) over the rounds"
+    )
+    print(f"{'app':<9} {'req/s':>20} {'p50 ms':>18} {'p99 ms':>18} {'errors':>6}")
+    for name in names:
+        figs = [r[name] for r in rounds]
+        print(
+            f"{name:<9} {spread([f.rps for f in figs]):>20} "
+            f"{spread([f.p50_ms for f in figs], '{:.1f}'):>18} "
+            f"{spread([f.p99_ms for f in figs], '{:.1f}'):>18} {sum(f.errors for f in figs):>6}"
+        )
+    print("CPU per request, us: server (gunicorn workers) / Redis / client")
+    for name in names:
+        figs = [r[name] for r in rounds]
+        print(
+            f"  {name:<9} {spread([f.server_cpu_us for f in figs]):>16} / "
+            f"{spread([f.redis_cpu_us for f in figs]):>14} / "
+            f"{spread([f.client_cpu_us for f in figs]):>16}"
+        )
+    for name, xs in ratios.items():
+        print(f"{name} / static throughput: {spread(xs, '{:.2f}')} (target >= 0.80)")
+    if costs:
+        print("in-process, Flask test client, per request:")
+        for name, micros in costs.items():
+            print(f"  {name:<44} {micros:>7.0f} us")
+    return 0 if errors == 0 else 1
 
 
 if __name__ == "__main__":

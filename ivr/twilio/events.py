@@ -55,17 +55,19 @@ class SequencedSink:
         now = self._clock()
         info = CallInfo.from_route(call, call.route)
         seq = int(getattr(call, "seq_base", 0))
+        started = getattr(call, "started_at", 0.0)
+        publisher = self._publisher
         for raw in events:
             # The blueprint counted every event into the next seq_base, so a refused one
             # leaves a gap rather than shifting the numbers of the next webhook's events.
             seq += 1
-            extra: dict[str, Any] = {}
-            started = getattr(call, "started_at", 0.0)
-            if raw.get("type") == CALL_ENDED and "duration_s" not in raw and started:
-                extra["duration_s"] = max(0.0, now.timestamp() - started)
             try:
-                event = from_engine(raw, info, seq, now, **extra)
+                if raw.get("type") == CALL_ENDED and "duration_s" not in raw and started:
+                    duration = max(0.0, now.timestamp() - started)
+                    event = from_engine(raw, info, seq, now, duration_s=duration)
+                else:
+                    event = from_engine(raw, info, seq, now)
             except EventError as exc:
-                self._publisher.refuse(exc.reason, call_id=call.call_id, event_type=raw.get("type"))
+                publisher.refuse(exc.reason, call_id=call.call_id, event_type=raw.get("type"))
                 continue
-            self._publisher.publish(event)
+            publisher.publish(event)

@@ -176,11 +176,12 @@ class Tokens:
         if not secret:
             raise ValueError("a state secret is required")
         self._secret = secret
+        self._mac = hmac.new(secret, digestmod=hashlib.sha256)  # keyed once, copied per token
 
     def make(self, call_sid: str, step: int, purpose: str) -> str:
-        message = f"{call_sid}|{step}|{purpose}".encode()
-        digest = hmac.new(self._secret, message, hashlib.sha256).digest()[:18]
-        return base64.urlsafe_b64encode(digest).decode()
+        mac = self._mac.copy()
+        mac.update(f"{call_sid}|{step}|{purpose}".encode())
+        return base64.urlsafe_b64encode(mac.digest()[:18]).decode()
 
     def check(self, token: str, call_sid: str, step: int, purpose: str) -> bool:
         return hmac.compare_digest(token, self.make(call_sid, step, purpose))

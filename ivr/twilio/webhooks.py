@@ -18,6 +18,7 @@ Any failure of ours answers with TwiML that puts the caller through to the regio
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import re
@@ -159,9 +160,10 @@ class TwilioWebhooks:
     # -- guards --------------------------------------------------------------------
 
     def _check_signature(self) -> Response | None:
-        if request.endpoint == "twilio.prompt":
+        req = _current_request()
+        if req.endpoint == "twilio.prompt":
             return None  # media Twilio fetches for <Play> carries no signature
-        verdict = self.signatures.check(request)
+        verdict = self.signatures.check(req)
         if verdict.ok:
             return None
         log.warning(
@@ -200,21 +202,22 @@ class TwilioWebhooks:
 
     def voice(self) -> Response:
         """A new call to one of our numbers: route it and walk it to its first wait."""
-        form = _fields(request)
+        form = _fields(_current_request())
         sid, to = _need(form, "CallSid"), _need(form, "To")
         caller = form.get("From") or None
         hotline = self.hotline_source()  # one configuration for the whole webhook
         now = self.clock()
         route = self.route(hotline, sid, to, caller, now)
-        log.info(
-            "twilio call %s to %s from %s: %s in %s (%s)",
-            sid,
-            route.line,
-            mask_number(caller),
-            route.mode.value,
-            route.region,
-            route.region_source,
-        )
+        if log.isEnabledFor(logging.INFO):  # the masking is work of its own
+            log.info(
+                "twilio call %s to %s from %s: %s in %s (%s)",
+                sid,
+                route.line,
+                mask_number(caller),
+                route.mode.value,
+                route.region,
+                route.region_source,
+            )
         session, instruction = CallSession.start(hotline, route)
         record = CallRecord(step=1, state={}, caller=caller, started=now.timestamp())
         turn = _Turn(sid, record, session, now.timestamp())
@@ -230,16 +233,17 @@ class TwilioWebhooks:
 
     def resume(self) -> Response:
         """A continuation: keys gathered, a prompt heard, a dial or queue finished."""
-        form = _fields(request)
+        req = _current_request()
+        form = _fields(req)
         sid = _need(form, "CallSid")
-        step, token = _step_and_token(request)
+        step, token = _step_and_token(req)
         if step is None or not self.tokens.check(token, sid, step, CONTINUE):
             log.warning("twilio call %s: continuation with a bad token refused (403)", sid)
             return Response("continuation refused\n", status=403, mimetype="text/plain")
         record = self.store.get(sid)
         if record is None:
             log.warning("twilio call %s: unknown or expired call state; to the seats", sid)
-            return self._to_seats(request, "state_lost")
+            return self._to_seats(req, "state_lost")
         if record.step != step:
             if record.state.get("done") or "transfer" in record.extra:
                 # a late result for a call that has ended, or the queue's or dial's own
@@ -291,7 +295,7 @@ class TwilioWebhooks:
 
     def status(self) -> Response:
         """The call's status callback: a caller who hung up while we waited on them."""
-        form = _fields(request)
+        form = _fields(_current_request())
         sid, call_status = _need(form, "CallSid"), _need(form, "CallStatus")
         if call_status not in ENDED:
             return Response(status=204)
@@ -370,7 +374,7 @@ class TwilioWebhooks:
                 response.hangup()
                 return response
             if isinstance(instruction, PlayPrompt) and not instruction.interrupt_digits:
-                before, pending = session.state.to_dict(), list(session.events)
+                before, pending = state_copy(session.state), list(session.events)
                 render.prompt(response, instruction.prompt)
                 following = session.resume(None)
                 while isinstance(following, AnswerCall):
@@ -561,6 +565,32 @@ def state_data(state: SessionState) -> dict[str, Any]:
     once, so sharing the engine's lists and dicts for that moment is safe (and it was
     the costliest step of a webhook)."""
     return {name: getattr(state, name) for name in _STATE_FIELDS}
+
+
+def state_copy(state: SessionState) -> dict[str, Any]:
+    """A copy of the engine state that later steps cannot change, equal to
+    ``SessionState.to_dict()``; its lists and dicts are copied by hand rather than
+    through dataclasses.asdict, which calls copy.deepcopy on every value in them."""
+    return {name: _plain_copy(getattr(state, name)) for name in _STATE_FIELDS}
+
+
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
+def _plain_copy(value: Any) -> Any:
+    kind = value.__class__
+    if kind is dict:
+        return {k: _plain_copy(v) for k, v in value.items()}
+    if kind is list:
+        return [_plain_copy(v) for v in value]
+    if kind in _IMMUTABLE:
+        return value
+    return copy.deepcopy(value)
+
+
+def _current_request() -> Request:
+    """The request behind Flask's proxy: one look-up instead of one per attribute."""
+    return request._get_current_object()  # type: ignore[attr-defined,no-any-return]
 
 
 def _fields(req: Request) -> Mapping[str, str]:

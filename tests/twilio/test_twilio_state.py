@@ -3,6 +3,9 @@ spread over two workers with its events numbered without a gap."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import shutil
 import socket
 import subprocess
@@ -106,6 +109,17 @@ def test_tokens_bind_call_step_and_purpose() -> None:
     assert not Tokens(b"other").check(token, "CA1", 3, "continue")
     with pytest.raises(ValueError):
         Tokens(b"")
+
+
+def test_tokens_stay_what_continuation_urls_already_carry() -> None:
+    """A rolling restart mixes workers of two releases: a token one of them issued must
+    check on the other, so it stays HMAC-SHA256 over "sid|step|purpose", 18 bytes."""
+    tokens = Tokens(b"secret")
+    for sid, step, purpose in [("CA1", 3, "continue"), ("CA2", 10, "wait:20:0"), ("CA1", 3, "")]:
+        digest = hmac.new(b"secret", f"{sid}|{step}|{purpose}".encode(), hashlib.sha256).digest()
+        expected = base64.urlsafe_b64encode(digest[:18]).decode()
+        assert tokens.make(sid, step, purpose) == expected  # and again: no state carried over
+        assert tokens.make(sid, step, purpose) == expected
 
 
 # -- two workers, one call ------------------------------------------------------------
