@@ -31,7 +31,7 @@ from ivr.lab.hotline import HotlineLab, lab_config
 from ivr.lab.lab import Lab, LabError
 from ivr.paths import bundled_root
 
-NATIVE_CALLER = "127.0.0.8"
+NATIVE_CALLER = "127.0.0.10"
 CONTROLLER_CALLER = "127.0.0.1"
 # The same flow, written natively: what the controller makes Asterisk do for 12345.
 NATIVE = r"""

@@ -7,16 +7,9 @@ still need a thread per in-flight session to run the handler, and threads keep
 handler code free of `await`. bench/agi_load.py measures the cost: on the
 protocol alone a minimal asyncio responder is somewhat cheaper per call, but
 both sustain an order of magnitude more calls than Asterisk can drive over AGI.
-
-The workers accept for themselves (leader/follower): every idle worker waits in
-accept(2) on the listening socket, the kernel hands each connection to one of
-them, and that worker serves it, with no hand-off to another thread (each
-hand-off is a wake-up and a GIL switch: bench/agi_load.py measured about 0.07
-ms of CPU per call for it). A worker that takes the last idle slot starts
-another worker first, so a connection never waits for a busy one. After
-accept, a worker only does cheap, non-blocking checks (allow-list, session
-bound) before it serves, so a slow or hostile peer only ever costs its own
-thread, for a time bounded by `SessionLimits`.
+The accept loop only does cheap, non-blocking checks (allow-list, session
+bound) so a slow or hostile peer only ever costs its own thread, for a time
+bounded by `SessionLimits`.
 
 Routing follows wazo-agid's convention: `AGI(agi://host:port/<route>)` runs the
 handler registered under `<route>`, and a handler registered without a name is
@@ -26,12 +19,11 @@ registered under its function name.
 from __future__ import annotations
 
 import contextlib
-import errno
 import ipaddress
 import logging
+import queue
 import socket
 import socketserver
-import struct
 import threading
 import time
 import traceback
@@ -79,7 +71,7 @@ class ServerStats:
 
 
 class _Unused(socketserver.BaseRequestHandler):
-    """socketserver wants a handler class; the workers never use it."""
+    """socketserver wants a handler class; `process_request` never uses it."""
 
 
 class AgiServer(socketserver.TCPServer):
@@ -129,12 +121,14 @@ class AgiServer(socketserver.TCPServer):
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._serving = False
-        self._cut = False  # past the shutdown grace: serve nothing more
-        # Worker threads are reused across sessions: starting a thread per call
-        # costs ~0.2 ms of CPU (measured here), a quarter of the total. Idle
-        # workers wait in accept(); `_idle` counts them, and the thread running
-        # serve_forever() is one of them.
-        self._idle = 0
+        self._cut = False  # past the shutdown grace: drop calls still queued
+        # Worker threads are reused across sessions: handing a connection to an
+        # idle worker through a queue costs far less than starting a thread
+        # (which also makes the accept loop wait until the new thread runs);
+        # measured here, ~0.2 ms of CPU per call, a quarter of the total.
+        self._work: queue.SimpleQueue[tuple[socket.socket, Any] | None] = queue.SimpleQueue()
+        self._idle_workers = 0  # idle and not yet promised a queued connection
+        self._workers = 0
         super().__init__(address, _Unused)
 
     # ------------------------------------------------------------ registry
@@ -165,36 +159,12 @@ class AgiServer(socketserver.TCPServer):
         return self.address
 
     def serve_forever(self, poll_interval: float = 0.1) -> None:
-        """Accept and serve until stop(). The calling thread is one of the workers
-        and never exits for idleness. (poll_interval: kept for socketserver's
-        signature; stop() wakes every idle worker at once.)"""
-        with self._lock:
-            if self._stopping:
-                return
-            self._serving = True
-            self._idle += 1
-        # An idle worker's accept() gives up after this long (see _accept_loop).
-        with contextlib.suppress(OSError):
-            self.socket.setsockopt(
-                socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(self.worker_idle_exit)
-            )
+        """Accept until stop(); poll_interval bounds how long stop() waits."""
+        self._serving = True
         try:
-            self._accept_loop(keep=True)
+            super().serve_forever(poll_interval)
         finally:
             self._serving = False
-
-    def shutdown(self) -> None:
-        """Stop accepting (socketserver's name; it does not wait for the workers).
-        stop() also lets the calls in flight finish."""
-        with self._lock:
-            self._stopping = True
-        self._wake_acceptors()
-
-    def _wake_acceptors(self) -> None:
-        # Shutting the listening socket down ends every accept() waiting on it
-        # (EINVAL on Linux); from here connects are refused.
-        with contextlib.suppress(OSError):
-            self.socket.shutdown(socket.SHUT_RDWR)
 
     def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, let sessions in flight finish for up to `grace`
@@ -207,7 +177,10 @@ class AgiServer(socketserver.TCPServer):
             if self._stopping:
                 return
             self._stopping = True
-        self._wake_acceptors()
+        if self._serving:
+            self.shutdown()
+        if self._thread is not None:
+            self._thread.join()
         self.server_close()  # new connects are refused: Asterisk falls through
         if not self._wait_drained(grace):
             with self._lock:
@@ -221,8 +194,10 @@ class AgiServer(socketserver.TCPServer):
                 )
                 session.abort()
             self._wait_drained(2.0)
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(2.0)  # an accept loop that was serving a call ends after it
+        with self._lock:
+            workers = self._workers
+        for _ in range(workers):
+            self._work.put(None)
         log.info("agi server stopped")
 
     def _wait_drained(self, timeout: float) -> bool:
@@ -248,7 +223,7 @@ class AgiServer(socketserver.TCPServer):
         with self._lock:
             return self._inflight
 
-    # ------------------------------------------ socketserver's hooks (accepting worker)
+    # ------------------------------------------- socketserver's hooks (accept thread)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         # Runs in the accept loop: nothing here may block.
@@ -275,75 +250,60 @@ class AgiServer(socketserver.TCPServer):
         return True
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        # Only socketserver's handle_request() comes here (the workers call
-        # _run_session themselves): serve the call on the calling thread.
-        self._run_session(request, client_address)
+        # verify_request counted this call in flight: from here every path must
+        # count it out. Everything else (socket options, session setup) runs
+        # in a worker: the accept loop is the one serial step of the server.
+        with self._lock:
+            spawn = self._idle_workers == 0
+            if spawn:
+                self._workers += 1
+            else:
+                self._idle_workers -= 1  # promised: an idle worker takes this call
+        try:
+            if spawn:
+                threading.Thread(target=self._worker, name="agi-worker", daemon=True).start()
+        except RuntimeError as exc:  # cannot start a thread: shed this call
+            with self._lock:
+                self._workers -= 1
+            log.error(
+                "agi connection closed peer=%s:%s reason=cannot serve (%s)",
+                *client_address[:2],
+                exc,
+            )
+            request.close()
+            self._count_out(None)
+            return
+        self._work.put((request, client_address))
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver's default prints to stderr.
         log.exception("agi accept loop error peer=%s", client_address)
 
-    # --------------------------------------------------- the workers (each its thread)
+    # ---------------------------------------------------- one session (its thread)
 
-    def _accept_loop(self, keep: bool) -> None:
-        """Accept and serve, one connection at a time, until stop(). A worker that
-        is not `keep` exits once idle for `worker_idle_exit` with another worker
-        still idle; the caller has counted this thread in `_idle`."""
+    def _worker(self) -> None:
         while True:
             try:
-                sock, client_address = self.socket.accept()
-            except OSError as exc:
-                if self._stopping or exc.errno in (errno.EBADF, errno.EINVAL):
-                    with self._lock:  # stop(): the listening socket is shut
-                        self._idle -= 1
-                    return
-                if isinstance(exc, BlockingIOError | TimeoutError):  # idle that long
-                    with self._lock:
-                        if not keep and self._idle > 1:
-                            self._idle -= 1
-                            return
-                    continue
-                # socketserver's loop carried on after any accept error too; one
-                # that repeats (out of descriptors) must not spin, though.
-                if exc.errno not in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
-                    log.warning("agi accept failed: %s", exc)
-                    time.sleep(0.01)
-                continue
-            try:
-                verified = self.verify_request(sock, client_address)
-            except Exception:  # never lose a worker (and its idle count) to a bug
-                self.handle_error(sock, client_address)
-                verified = False
-            if not verified:
-                self.shutdown_request(sock)
-                continue
+                item = self._work.get(timeout=self.worker_idle_exit)
+            except queue.Empty:
+                with self._lock:  # idle for long: leave, unless promised a call
+                    if self._idle_workers == 0:
+                        continue
+                    self._idle_workers -= 1
+                    self._workers -= 1
+                return
+            if item is None:  # stop()
+                with self._lock:
+                    self._workers -= 1
+                return
+            self._run_session(*item)
             with self._lock:
-                self._idle -= 1
-                spawn = self._idle == 0 and not self._stopping
-                if spawn:  # the next connection must find someone in accept()
-                    self._idle += 1
-            if spawn:
-                self._spawn(client_address)
-            self._run_session(sock, client_address)
-            with self._lock:
-                self._idle += 1
-
-    def _spawn(self, client_address: Any) -> None:
-        try:
-            threading.Thread(
-                target=self._accept_loop, args=(False,), name="agi-worker", daemon=True
-            ).start()
-        except RuntimeError as exc:  # cannot start a thread: the others still accept
-            with self._lock:
-                self._idle -= 1
-            log.error("agi worker not started peer=%s:%s reason=%s", *client_address[:2], exc)
+                self._idle_workers += 1
 
     def _run_session(self, sock: socket.socket, client_address: Any) -> None:
-        # verify_request counted this call in flight: from here every path must
-        # count it out.
         session: AgiSession | None = None
         try:
-            if self._cut:  # accepted as shutdown's grace ran out
+            if self._cut:  # queued when shutdown's grace ran out
                 return
             with contextlib.suppress(OSError):  # one small write per command: no Nagle delay
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -439,8 +399,6 @@ class AgiServer(socketserver.TCPServer):
         log.warning("agi session closed peer=%s reason=%s", session.peer, reason)
 
     def _done(self, session: AgiSession, outcome: str, exc: BaseException | None) -> None:
-        if not log.isEnabledFor(logging.INFO):  # spare the formatting on every call
-            return
         log.info(
             "agi session done route=%s uniqueid=%s outcome=%s elapsed=%.3fs%s",
             session.script,
@@ -449,9 +407,3 @@ class AgiServer(socketserver.TCPServer):
             session.elapsed,
             f" detail={mask_text(str(exc))}" if exc is not None else "",
         )
-
-
-def _timeval(seconds: float) -> bytes:
-    """A struct timeval for SO_RCVTIMEO (0 means never to the kernel: at least 1 ms)."""
-    usec = max(1000, int(min(seconds, 86400.0) * 1_000_000))
-    return struct.pack("@ll", usec // 1_000_000, usec % 1_000_000)
