@@ -434,4 +434,3 @@ def test_idle_workers_exit_and_calls_still_get_served() -> None:
         assert normal_call(server.address) == NORMAL
     finally:
         server.stop(grace=1.0)
-
