@@ -461,34 +461,23 @@ class CallEvent:
         if isinstance(now, datetime) and now.tzinfo is not None:
             # Milliseconds are plenty for call events and make the wire form exact.
             now = _to_ms(now)
+        values = {
+            "type": type,
+            "call_id": call.call_id,
+            "seq": seq,
+            "region": call.region,
+            "line": call.line,
+            "mode": call.mode,
+            "ts": now,
+            "caller": normalise_caller(call.caller),
+        }
         if cls is CallEvent:
             # What the generated __init__ and __post_init__ do, in one step: `fields`
             # is the event's own dict already, so it needs no private copy.
             event = object.__new__(cls)
-            event.__dict__.update(
-                type=type,
-                call_id=call.call_id,
-                seq=seq,
-                region=call.region,
-                line=call.line,
-                mode=call.mode,
-                ts=now,
-                caller=normalise_caller(call.caller),
-                fields=MappingProxyType(fields),
-                schema=SCHEMA_VERSION,
-            )
+            event.__dict__.update(values, fields=MappingProxyType(fields), schema=SCHEMA_VERSION)
         else:
-            event = cls(
-                type=type,
-                call_id=call.call_id,
-                seq=seq,
-                region=call.region,
-                line=call.line,
-                mode=call.mode,
-                ts=now,
-                caller=normalise_caller(call.caller),
-                fields=fields,
-            )
+            event = cls(**values, fields=fields)
         event.validate()
         # Frozen and checked: the publisher need not check it again on the call's time.
         event.mark_checked()
