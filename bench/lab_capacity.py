@@ -66,11 +66,16 @@ def run_rate(caller: str, rate: int, seconds: int, talk_s: float) -> tuple[bool,
     return done.returncode == 0, time.monotonic() - started
 
 
-def handled(hl: HotlineLab) -> int:
-    """FastAGI sessions the controller took (its /healthz counters)."""
+def agi_counters(hl: HotlineLab) -> dict[str, int]:
+    """The controller's FastAGI counters (its /healthz)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{hl.http_port}/healthz", timeout=5) as reply:
         agi = json.load(reply)["agi"]
-    return int(agi["accepted"])
+    return {k: int(v) for k, v in agi.items() if isinstance(v, int)}
+
+
+def handled(hl: HotlineLab) -> int:
+    """FastAGI sessions the controller took."""
+    return agi_counters(hl)["accepted"]
 
 
 def settle(lab: Lab, timeout: float = 45.0) -> bool:
@@ -128,7 +133,7 @@ def main() -> int:
                     ("native dialplan", NATIVE_CALLER),
                     ("controller (FastAGI)", CONTROLLER_CALLER),
                 ):
-                    before = handled(hl)
+                    before, counted = handled(hl), agi_counters(hl)
                     ok, wall = run_rate(caller, rate, args.seconds, args.talk)
                     if not settle(lab):
                         print(
@@ -141,9 +146,10 @@ def main() -> int:
                     through = handled(hl) - before
                     if name.startswith("controller") and through != rate * args.seconds:
                         # the glue would still answer them: only calls the controller ran count
+                        moved = {k: v - counted.get(k, 0) for k, v in agi_counters(hl).items()}
                         print(
                             f"  only {through} of {rate * args.seconds} calls went through "
-                            "the controller"
+                            f"the controller; its counters moved by {moved}"
                         )
                         ok = False
                     results[name][rate] = ok
