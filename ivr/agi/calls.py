@@ -32,7 +32,7 @@ from ivr.core.engine import (
 )
 from ivr.core.privacy import mask_number
 from ivr.core.routing import Call, Hotline, Route
-from ivr.core.transfer import TransferOutcome, transfer_outcome
+from ivr.core.transfer import TransferOutcome, split_at_answer, transfer_outcome
 from ivr.events import EventSink, NoEvents
 
 log = logging.getLogger(__name__)
@@ -181,13 +181,10 @@ class CallController:
         live.next_instruction = session.resume(
             ConnectResult("answered", wait_s, live.talking_to or None)
         )
-        events = session.take_events()
-        # The steps after the answer (the survey) have not happened yet: their events
-        # wait until they do.
-        cut = next((i + 1 for i, e in enumerate(events) if e["type"] == "answered"), 0)
+        now, later = split_at_answer(session.take_events())
         with live.events_lock:
-            self._send(live.info, events[:cut])
-            live.held_events = events[cut:]
+            self._send(live.info, now)
+            live.held_events = later
         live.parked.set()
         log.info("call %s: handed to a %s transfer", live.info.call_id,
                  live.transfer.method if live.transfer else "?")  # fmt: skip

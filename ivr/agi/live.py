@@ -64,14 +64,20 @@ class LiveCall:
 class LiveCalls:
     """Thread-safe: FastAGI sessions register, the transfer API looks up."""
 
+    SWEEP_EVERY_S = 60.0
+
     def __init__(self) -> None:
         self._calls: dict[str, LiveCall] = {}
         self._lock = threading.Lock()
+        self._swept = time.monotonic()
 
     def add(self, call: LiveCall) -> None:
         with self._lock:
             self._calls[call.info.call_id] = call
-            self._sweep()
+            # Looking for forgotten parked calls walks every call: not on each call's time.
+            if call.started - self._swept > self.SWEEP_EVERY_S:
+                self._swept = call.started
+                self._sweep()
 
     def get(self, call_id: str) -> LiveCall | None:
         with self._lock:

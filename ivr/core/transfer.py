@@ -86,6 +86,25 @@ def transfer_outcome(plan: TransferPlan, outcome: str) -> TransferOutcome:
     return TransferOutcome(False, caller_with, work_order, (failed,))
 
 
+def split_at_answer(
+    events: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A seat's transfer takes the call while its connect is still pending: the
+    person's answer is recorded then, but the steps after it (the survey) happen only
+    once the transfer ends. Returns (the events up to the answer, the rest)."""
+    cut = next((i + 1 for i, e in enumerate(events) if e["type"] == "answered"), 0)
+    return events[:cut], events[cut:]
+
+
+def drop_repeated_answer(events: list[dict[str, Any]]) -> None:
+    """When the flow goes on after the transfer, the engine reports the answer again;
+    it went out when the transfer began, so the first `answered` is removed here."""
+    for i, event in enumerate(events):
+        if event["type"] == "answered":
+            del events[i]
+            return
+
+
 def plan_transfer(
     directory: Directory, strategies: Strategies, route: Route, target_ref: str
 ) -> TransferPlan:

@@ -34,23 +34,24 @@ from ivr.core.transfer import (
     TransferOutcome,
     TransferPlan,
     TransferRefused,
+    drop_repeated_answer,
     plan_transfer,
+    split_at_answer,
     transfer_outcome,
 )
 from ivr.twilio.render import DIAL_TIMEOUT_MAX, dial_to, seats_twiml
 from ivr.twilio.rest import TwilioRest, TwilioUnavailable
+from ivr.twilio.state import CallRecord
+from ivr.twilio.webhooks import DIAL_OUTCOME, ENDED, _step_and_token, _twiml
 
 if TYPE_CHECKING:
     from ivr.twilio.webhooks import TwilioWebhooks, _Turn
 
 log = logging.getLogger(__name__)
 
-ENDED = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 # A participant leg's CallStatus once it is over, as a transfer outcome.
 _LEG_OUTCOME = {"no-answer": "noanswer", "busy": "busy", "failed": "failed",
                 "canceled": "noanswer"}  # fmt: skip
-_DIAL_OUTCOME = {"completed": "answered", "answered": "answered", "busy": "busy",
-                 "no-answer": "noanswer", "failed": "failed", "canceled": "noanswer"}  # fmt: skip
 
 
 class TwilioTransfers:
@@ -146,8 +147,7 @@ class TwilioTransfers:
         hooks = self.hooks
         form = request.form if request.method == "POST" else request.args
         sid = form.get("CallSid", "")
-        step = _int(request.args.get("s"))
-        token = request.args.get("t", "")
+        step, token = _step_and_token(request)
         if not sid or step is None or not hooks.tokens.check(token, sid, step, "transfer"):
             log.warning("twilio call %s: transfer-ended with a bad token refused (403)", sid)
             return Response("refused\n", status=403, mimetype="text/plain")
@@ -163,14 +163,13 @@ class TwilioTransfers:
         result = ConnectResult("answered", float(transfer.get("wait_s", 0.0)),
                                transfer.get("seat_call") or None)  # fmt: skip
         if form.get("CallStatus") in ENDED:
-            self._conclude(turn, _DIAL_OUTCOME.get(form.get("DialCallStatus", ""), "caller_left")
-                           if transfer["method"] == "one_key" else "caller_left")  # fmt: skip
-            session.caller_hung_up(answered=True, wait_s=result.wait_s)
-            _drop_answered(session)
+            dialled = DIAL_OUTCOME.get(form.get("DialCallStatus", ""), "caller_left")
+            self.caller_left(turn, dialled if transfer["method"] == "one_key" else "caller_left")
             return hooks._commit(turn, record.step, VoiceResponse())
         if transfer["method"] == "one_key":
-            verdict = self._conclude(turn, _DIAL_OUTCOME.get(form.get("DialCallStatus", ""),
-                                                             "failed"))  # fmt: skip
+            verdict = self._conclude(
+                turn, DIAL_OUTCOME.get(form.get("DialCallStatus", ""), "failed")
+            )
             if verdict is not None and not verdict.answered:
                 # back to the 12345 seats: the seat who tried is free already
                 session.handed_to_switch("transfer_failed")
@@ -182,7 +181,7 @@ class TwilioTransfers:
         else:
             self._conclude(turn, "noanswer")  # the room ended before the target answered
         instruction = session.resume(result)
-        _drop_answered(session)
+        drop_repeated_answer(session.events)
         return hooks._commit(turn, record.step, hooks._walk(turn, instruction))
 
     def status(self) -> Response:
@@ -190,8 +189,7 @@ class TwilioTransfers:
         hooks = self.hooks
         form = request.form if request.method == "POST" else request.args
         sid = request.args.get("c", "")
-        step = _int(request.args.get("s"))
-        token = request.args.get("t", "")
+        step, token = _step_and_token(request)
         if not sid or step is None or not hooks.tokens.check(token, sid, step, "transfer-status"):
             log.warning("twilio call %s: transfer-status with a bad token refused (403)", sid)
             return Response("refused\n", status=403, mimetype="text/plain")
@@ -212,6 +210,14 @@ class TwilioTransfers:
                 except TwilioUnavailable as exc:
                     log.error("twilio call %s: %s", sid, exc)
         return Response(status=204)
+
+    def caller_left(self, turn: _Turn, outcome: str = "caller_left") -> None:
+        """The caller hung up while a transfer had them: they had a person, so the
+        call ends answered (the answer was published when the transfer began)."""
+        transfer = turn.record.extra["transfer"]
+        self._conclude(turn, outcome)
+        turn.session.caller_hung_up(answered=True, wait_s=float(transfer.get("wait_s", 0.0)))
+        drop_repeated_answer(turn.session.events)
 
     # -- helpers ---------------------------------------------------------------------
     def _dialable(self, target: Target) -> str:
@@ -264,10 +270,9 @@ class TwilioTransfers:
         session = turn.session
         before, pending = session.state.to_dict(), list(session.events)
         session.resume(result)
-        events = session.take_events()
-        cut = next((i + 1 for i, e in enumerate(events) if e["type"] == "answered"), 0)
+        answered, _ = split_at_answer(session.take_events())
         session.state = SessionState.from_dict(before)
-        session.events = pending + events[:cut]
+        session.events = pending + answered
 
     def _conclude(self, turn: _Turn, outcome: str) -> TransferOutcome | None:
         transfer = turn.record.extra.get("transfer")
@@ -286,34 +291,42 @@ class TwilioTransfers:
     def _conclude_now(
         self, sid: str, outcome: str, step: int | None = None
     ) -> TransferOutcome | None:
-        """Conclude outside the caller's own webhooks (CAS, a few tries)."""
-        hooks = self.hooks
-        for _ in range(3):
-            record = hooks.store.get(sid)
-            if record is None:
-                return None
+        """Conclude outside the caller's own webhooks."""
+        verdicts: list[TransferOutcome] = []
+
+        def conclude(turn: _Turn, record: CallRecord) -> bool:
             transfer = record.extra.get("transfer") or {}
             if step is not None and transfer.get("step") != step:
-                return None  # a callback of an earlier transfer of this call
-            turn = hooks._turn(sid, record)
+                return False  # a callback of an earlier transfer of this call
             verdict = self._conclude(turn, outcome)
-            if verdict is None:
-                return None
-            if hooks._commit(turn, record.step, VoiceResponse()).status_code == 200:
-                return verdict
-        log.warning("twilio call %s: transfer outcome lost the race three times", sid)
-        return None
+            verdicts[:] = [verdict] if verdict is not None else []
+            return verdict is not None
+
+        return verdicts[0] if self._update(sid, conclude) and verdicts else None
 
     def _remember(self, sid: str, **facts: str) -> None:
+        def remember(turn: _Turn, record: CallRecord) -> bool:
+            turn.record.extra["transfer"].update(facts)
+            return True
+
+        self._update(sid, remember)
+
+    def _update(self, sid: str, change: Callable[[_Turn, CallRecord], bool]) -> bool:
+        """Apply ``change`` to a call in a transfer and store it by compare-and-set,
+        reading again when a webhook moved the call meanwhile. ``change`` returns False
+        to leave the call alone. True once stored."""
         hooks = self.hooks
         for _ in range(3):
             record = hooks.store.get(sid)
             if record is None or "transfer" not in record.extra:
-                return
+                return False
             turn = hooks._turn(sid, record)
-            turn.record.extra["transfer"].update(facts)
+            if not change(turn, record):
+                return False
             if hooks._commit(turn, record.step, VoiceResponse()).status_code == 200:
-                return
+                return True
+        log.warning("twilio call %s: a transfer update lost the race three times", sid)
+        return False
 
 
 def _room_twiml(room: str, *, ends_it: bool, action: str | None = None) -> VoiceResponse:
@@ -323,22 +336,3 @@ def _room_twiml(room: str, *, ends_it: bool, action: str | None = None) -> Voice
     dial.conference(room, beep="false", start_conference_on_enter=True,
                     end_conference_on_exit=ends_it)  # fmt: skip
     return response
-
-
-def _drop_answered(session: Any) -> None:
-    """The answer was published when the transfer began: not twice."""
-    for i, event in enumerate(session.events):
-        if event["type"] == "answered":
-            del session.events[i]
-            return
-
-
-def _int(text: str | None) -> int | None:
-    try:
-        return int(text or "")
-    except ValueError:
-        return None
-
-
-def _twiml(response: VoiceResponse) -> Response:
-    return Response(str(response), mimetype="text/xml")

@@ -305,15 +305,12 @@ class TwilioWebhooks:
                 return Response(status=204)
             turn = self._turn(sid, record)
             state = turn.session.state
-            transfer = record.extra.get("transfer")
-            if transfer is not None and state.waiting == "connect":
+            if "transfer" in record.extra and state.waiting == "connect":
                 # the caller left during a seat's transfer: they had a person
                 if self.transfers is not None:
-                    self.transfers._conclude(turn, "caller_left")
-                turn.session.caller_hung_up(answered=True, wait_s=float(transfer["wait_s"]))
-                turn.session.events[:] = [
-                    e for e in turn.session.events if e["type"] != "answered"
-                ]  # published when the transfer began
+                    self.transfers.caller_left(turn)
+                else:
+                    turn.session.caller_hung_up(answered=True)
             elif state.waiting in ("connect", "last_resort"):
                 waited = turn.now - (record.connect_at or turn.now)
                 turn.session.caller_hung_up(answered=False, wait_s=max(0.0, waited))

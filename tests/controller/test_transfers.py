@@ -241,3 +241,29 @@ def test_back_from_a_transfer_the_controller_forgot_still_reaches_the_seats(rig:
     # e.g. the controller restarted while the caller rang 110 and nobody answered
     commands = rig.back_from_transfer("one_key", "NOANSWER")
     assert commands == ['SET VARIABLE "IVR_RESULT" "fallback"']
+
+
+def test_a_parked_call_that_never_came_back_is_forgotten(hotline: Hotline) -> None:
+    from ivr.agi.calls import CallInfo
+    from ivr.agi.live import PARKED_MAX_S, LiveCall, LiveCalls
+    from ivr.core.engine import CallSession
+    from ivr.core.routing import Call
+
+    route = hotline.route(Call("12345", datetime(2022, 1, 10, 9, 0, tzinfo=SHANGHAI)))
+    calls = LiveCalls()
+
+    def live(call_id: str, age_s: float, parked: bool) -> LiveCall:
+        session, _ = CallSession.start(hotline, route)
+        call = LiveCall(CallInfo(call_id, None, route), session, "PJSIP/x",
+                        started=time.monotonic() - age_s)  # fmt: skip
+        if parked:
+            call.parked.set()
+        calls.add(call)
+        return call
+
+    live("lost", PARKED_MAX_S + 60, parked=True)  # Asterisk restarted mid-transfer
+    live("long", PARKED_MAX_S + 60, parked=False)  # a long call still in its session
+    live("fresh", 5, parked=True)
+    calls._swept -= LiveCalls.SWEEP_EVERY_S + 1  # a minute has passed
+    live("next", 0, parked=False)
+    assert {c.info.call_id for c in calls.all()} == {"long", "fresh", "next"}

@@ -339,25 +339,36 @@ def seat_sent_bye_after(lab: Lab, seat: str, mark: LabMark) -> bool:
     return any(m.method == "BYE" and m.direction == "sent" for m in lab.seat_messages(seat, mark))
 
 
+def transfer_a_desk_call(
+    hotline_lab: HotlineLab, lab: Lab, target: str, hold: float
+) -> tuple[LabMark, str, dict[str, object], list[dict[str, object]]]:
+    """A Putian caller talks to the desk seat, which transfers them to ``target``; the
+    caller stays on until the controller ends the call. (mark, call id, plan, events)"""
+    mark = lab.mark()
+    pending, call_id = desk_call(hotline_lab, lab, mark, hold=hold)
+    status, plan = seat_api(hotline_lab, f"/calls/{call_id}/transfers", {"target": target})
+    assert status == 202, plan
+    if plan["method"] == "three_way":  # a second transfer while this one runs is refused
+        assert seat_api(hotline_lab, f"/calls/{call_id}/transfers", {"target": "seats"})[0] == 409
+    result = pending.wait(90)
+    assert result.answered and result.hung_up_by == "remote"  # the controller ended it
+    events = wait_for_call_end(hotline_lab, "putian")
+    assert events[-1]["type"] == "call_ended"
+    assert no_channels_left(lab)
+    return mark, call_id, plan, events
+
+
 def test_three_way_transfer_brings_kept_seats_into_the_call(
     hotline_lab: HotlineLab, lab: Lab
 ) -> None:
-    mark = lab.mark()
-    pending, call_id = desk_call(hotline_lab, lab, mark, hold=60.0)
-    status, plan = seat_api(hotline_lab, f"/calls/{call_id}/transfers",
-                            {"target": "kept_seats:12315"})  # fmt: skip
-    assert status == 202 and plan["method"] == "three_way"
-    assert plan["target"]["queue"] == "putian-12315"
-    # a second transfer while this one runs is refused
-    assert seat_api(hotline_lab, f"/calls/{call_id}/transfers", {"target": "seats"})[0] == 409
-    result = pending.wait(90)
-    assert result.answered and result.hung_up_by == "remote"  # the controller ended it
+    mark, call_id, plan, events = transfer_a_desk_call(hotline_lab, lab, "kept_seats:12315", 60.0)
+    assert plan["method"] == "three_way"
+    assert plan["target"]["queue"] == "putian-12315"  # type: ignore[index]
     assert sorted(seat for seat, _ in landed(lab, mark)) == ["desk", "kept"]
     # the desk stayed until its own hang-up: caller, seat and kept seats talked together
     assert seat_sent_bye_after(lab, "desk", mark)
     log = lab.messages_log.read_text(errors="replace")
     assert 'ConfBridge("PJSIP/desk-' in log and f"ivr-{call_id},ivr-three-way" in log
-    events = wait_for_call_end(hotline_lab, "putian")
     types = [e["type"] for e in events]
     assert types[:4] == ["call_offered", "prompt_played", "queued", "answered"]
     transferred = events[types.index("transferred")]
@@ -365,49 +376,33 @@ def test_three_way_transfer_brings_kept_seats_into_the_call(
     assert transferred["method"] == "three_way"
     # the caller came back to the controller for the survey once everyone had left
     assert "survey_result" in types or "prompt_played" in types[types.index("transferred") :]
-    assert types[-1] == "call_ended" and events[-1]["answered"] is True
-    assert no_channels_left(lab)
+    assert events[-1]["answered"] is True
 
 
 def test_three_way_transfer_unanswered_leaves_the_caller_with_the_seat(
     hotline_lab: HotlineLab, lab: Lab
 ) -> None:
-    mark = lab.mark()
-    pending, call_id = desk_call(hotline_lab, lab, mark, hold=60.0)
     # Putian's sub-centres never answer; sub-centres ring 25 s, then a work order
-    status, plan = seat_api(hotline_lab, f"/calls/{call_id}/transfers",
-                            {"target": "sub_centre:12366"})  # fmt: skip
-    assert status == 202 and plan["on_failure"] == "work_order"
-    result = pending.wait(90)
-    assert result.answered and result.hung_up_by == "remote"
+    mark, _, plan, events = transfer_a_desk_call(hotline_lab, lab, "sub_centre:12366", 60.0)
+    assert plan["on_failure"] == "work_order"
     assert sorted(seat for seat, _ in landed(lab, mark)) == ["desk", "silent"]
     assert seat_sent_bye_after(lab, "desk", mark)  # the seat kept talking to the caller
-    events = wait_for_call_end(hotline_lab, "putian")
     failed = [e for e in events if e["type"] == "transfer_failed"]
     assert len(failed) == 1 and failed[0]["target"] == "putian-12366"
     assert failed[0]["outcome"] == "noanswer" and failed[0]["work_order"] is True
     assert "transferred" not in [e["type"] for e in events]
-    assert no_channels_left(lab)
 
 
 def test_one_key_transfer_puts_the_caller_through_and_frees_the_seat(
     hotline_lab: HotlineLab, lab: Lab
 ) -> None:
-    mark = lab.mark()
-    pending, call_id = desk_call(hotline_lab, lab, mark, hold=40.0)
-    status, plan = seat_api(hotline_lab, f"/calls/{call_id}/transfers",
-                            {"target": "emergency:110"})  # fmt: skip
-    assert status == 202 and plan["method"] == "one_key"
-    result = pending.wait(60)
-    assert result.answered and result.hung_up_by == "remote"
+    mark, _, plan, events = transfer_a_desk_call(hotline_lab, lab, "emergency:110", 40.0)
+    assert plan["method"] == "one_key"
     assert sorted(landed(lab, mark)) == [("desk", "desk"), ("outside", "110")]
     assert not seat_sent_bye_after(lab, "desk", mark)  # Asterisk freed the seat at once
-    events = wait_for_call_end(hotline_lab, "putian")
     transferred = [e for e in events if e["type"] == "transferred"]
     assert transferred and transferred[0]["target"] == "110"
     assert transferred[0]["method"] == "one_key"
-    assert events[-1]["type"] == "call_ended"
-    assert no_channels_left(lab)
 
 
 def test_seat_api_refuses_bad_requests(hotline_lab: HotlineLab) -> None:
