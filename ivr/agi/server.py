@@ -1,15 +1,22 @@
 """FastAGI server: accepts Asterisk's connections and runs one handler per call.
 
-Why threads (a `socketserver.TCPServer` whose sessions each run on a pooled
-worker thread) rather than asyncio: handlers are plain blocking code over
-pyst2's synchronous command set and the pure core, so an asyncio server would
-still need a thread per in-flight session to run the handler, and threads keep
-handler code free of `await`. bench/agi_load.py measures the cost: on the
-protocol alone a minimal asyncio responder is somewhat cheaper per call, but
-both sustain an order of magnitude more calls than Asterisk can drive over AGI.
-The accept loop only does cheap, non-blocking checks (allow-list, session
-bound) so a slow or hostile peer only ever costs its own thread, for a time
-bounded by `SessionLimits`.
+Why greenlets (gevent) rather than a thread per call or asyncio: handlers are
+plain blocking code over pyst2's synchronous command set and the pure core,
+which greenlets run as they are, with no `await`; and a call spends nearly all
+its life waiting for Asterisk, which on a thread per call costs a context switch
+for every command (about 34 per call, most of the server's CPU under load in
+bench/agi_load.py). One thread runs a gevent hub; the accept loop and every
+session are greenlets in it, and a session waiting for Asterisk yields to the
+others (see `AgiSession`).
+
+The rule that follows: a handler waits only through its session (AGI commands).
+Anything else that blocks (a sleep, a lock held across I/O, a network call that
+is not gevent's) stalls every call, so handlers hand slow work to other threads
+(the event publisher does its Redis I/O on its own).
+
+The accept loop only does cheap checks (allow-list, session bound), and every
+read has a deadline, so a slow or hostile peer only ever costs its own session,
+for a time bounded by `SessionLimits`.
 
 Routing follows wazo-agid's convention: `AGI(agi://host:port/<route>)` runs the
 handler registered under `<route>`, and a handler registered without a name is
@@ -21,15 +28,17 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-import queue
 import socket
-import socketserver
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
+
+import gevent
+from gevent.pool import Group
+from gevent.socket import wait as wait_on_watcher
 
 from ivr.agi.session import AgiSession, BadSession, CallerHungUp, SessionLimits, mask_text
 
@@ -70,11 +79,7 @@ class ServerStats:
     on_error_failures: int = 0
 
 
-class _Unused(socketserver.BaseRequestHandler):
-    """socketserver wants a handler class; `process_request` never uses it."""
-
-
-class AgiServer(socketserver.TCPServer):
+class AgiServer:
     """FastAGI server. Use `start()`/`stop()` (tests, CLI) or `serve_forever()`.
 
     handlers: {route_name: callable(session)}; more via `register()`.
@@ -86,11 +91,9 @@ class AgiServer(socketserver.TCPServer):
     on_error: called as on_error(session, exc) for every exception a handler
         raises (including CallerHungUp: check `session.hung_up`) and with
         UnknownRoute for an unregistered route; the session is still open.
-    """
 
-    allow_reuse_address = True
-    # A worker idle this long (seconds) exits; busy hours keep their threads.
-    worker_idle_exit = 60.0
+    The listening socket is bound on construction.
+    """
 
     def __init__(
         self,
@@ -105,7 +108,6 @@ class AgiServer(socketserver.TCPServer):
     ) -> None:
         if max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
-        self.request_queue_size = backlog
         self.handlers: dict[str, Handler] = {}
         for name, fn in (handlers or {}).items():
             self.register(fn, name=name)
@@ -113,23 +115,23 @@ class AgiServer(socketserver.TCPServer):
         self.max_sessions = max_sessions
         self.limits = limits or SessionLimits()
         self.on_error = on_error
+        self.backlog = backlog
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # a session ended
         self._inflight = 0  # accepted connections not yet closed (the bound)
         self._active: set[AgiSession] = set()
         self._stats = ServerStats()
         self._thread: threading.Thread | None = None
+        self._hub: Any = None  # the hub serve_forever() runs in, once it runs
+        self._acceptor: gevent.Greenlet | None = None
+        self._ready = threading.Event()  # serve_forever() is up (or never will be)
+        self._finished = threading.Event()  # serve_forever() has returned
         self._stopping = False
-        self._serving = False
-        self._cut = False  # past the shutdown grace: drop calls still queued
-        # Worker threads are reused across sessions: handing a connection to an
-        # idle worker through a queue costs far less than starting a thread
-        # (which also makes the accept loop wait until the new thread runs);
-        # measured here, ~0.2 ms of CPU per call, a quarter of the total.
-        self._work: queue.SimpleQueue[tuple[socket.socket, Any] | None] = queue.SimpleQueue()
-        self._idle_workers = 0  # idle and not yet promised a queued connection
-        self._workers = 0
-        super().__init__(address, _Unused)
+        host = address[0]
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.create_server(address, family=family, backlog=backlog)
+        self.socket.setblocking(False)
+        self._listening = True
 
     # ------------------------------------------------------------ registry
 
@@ -153,38 +155,57 @@ class AgiServer(socketserver.TCPServer):
         """Serve in a background thread; returns the bound (host, port)."""
         if self._thread is not None:
             raise RuntimeError("server already started")
-        self._thread = threading.Thread(target=self.serve_forever, name="agi-accept", daemon=True)
+        address = self.address
+        self._thread = threading.Thread(
+            target=self._serve_in_own_thread, name="agi-hub", daemon=True
+        )
         self._thread.start()
-        log.info("agi server listening on %s:%d", *self.address)
-        return self.address
+        self._ready.wait()
+        log.info("agi server listening on %s:%d", *address)
+        return address
 
-    def serve_forever(self, poll_interval: float = 0.1) -> None:
-        """Accept until stop(); poll_interval bounds how long stop() waits."""
-        self._serving = True
+    def _serve_in_own_thread(self) -> None:
         try:
-            super().serve_forever(poll_interval)
+            self.serve_forever()
         finally:
-            self._serving = False
+            # The thread ends here: free its event loop (an epoll and a pipe).
+            gevent.get_hub().destroy(destroy_loop=True)
+
+    def serve_forever(self) -> None:
+        """Run the accept loop and every session in this thread's gevent hub until
+        stop() has been called and the last session has ended."""
+        if self._stopping:
+            self._ready.set()
+            self._finished.set()
+            return
+        sessions = Group()
+        try:
+            self._hub = gevent.get_hub()
+            self._acceptor = gevent.spawn(self._accept_loop, sessions)
+            self._ready.set()
+            self._acceptor.join()
+            sessions.join()
+        finally:
+            self._close_listener()
+            self._ready.set()
+            self._finished.set()
 
     def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, let sessions in flight finish for up to `grace`
         seconds, then cut the rest (their handlers see CallerHungUp).
 
-        Call it from another thread than the one running serve_forever() (a
-        signal handler on the thread inside serve_forever() would deadlock:
-        use start() and wait for the signal on the main thread instead)."""
+        Call it from another thread than the one running serve_forever()."""
         with self._lock:
             if self._stopping:
                 return
             self._stopping = True
-        if self._serving:
-            self.shutdown()
-        if self._thread is not None:
-            self._thread.join()
-        self.server_close()  # new connects are refused: Asterisk falls through
+        if self._hub is not None and not self._finished.is_set():
+            # The accept loop belongs to the hub's thread: ask it to end there.
+            self._hub.loop.run_callback_threadsafe(self._end_accepting)
+        else:
+            self._close_listener()
         if not self._wait_drained(grace):
             with self._lock:
-                self._cut = True
                 leftover = list(self._active)
             for session in leftover:
                 log.warning(
@@ -194,11 +215,25 @@ class AgiServer(socketserver.TCPServer):
                 )
                 session.abort()
             self._wait_drained(2.0)
-        with self._lock:
-            workers = self._workers
-        for _ in range(workers):
-            self._work.put(None)
+        if self._hub is not None:
+            self._finished.wait(5.0)
+        if self._thread is not None:
+            self._thread.join(5.0)
         log.info("agi server stopped")
+
+    def _end_accepting(self) -> None:
+        # In the hub, from stop(): the accept loop ends and closes the listener,
+        # so new connects are refused and Asterisk falls through.
+        if self._acceptor is not None:
+            self._acceptor.kill(block=False)
+
+    def _close_listener(self) -> None:
+        with self._lock:
+            if not self._listening:
+                return
+            self._listening = False
+        with contextlib.suppress(OSError):
+            self.socket.close()
 
     def _wait_drained(self, timeout: float) -> bool:
         end = time.monotonic() + timeout
@@ -223,10 +258,32 @@ class AgiServer(socketserver.TCPServer):
         with self._lock:
             return self._inflight
 
-    # ------------------------------------------- socketserver's hooks (accept thread)
+    # ----------------------------------------------------- accept loop (the hub)
 
-    def verify_request(self, request: Any, client_address: Any) -> bool:
-        # Runs in the accept loop: nothing here may block.
+    def _accept_loop(self, sessions: Group) -> None:
+        listener = self.socket
+        readable = self._hub.loop.io(listener.fileno(), 1)
+        try:
+            while True:
+                try:
+                    sock, client_address = listener.accept()
+                except BlockingIOError:
+                    wait_on_watcher(readable)
+                    continue
+                except OSError as exc:  # out of descriptors, say: do not spin
+                    log.error("agi accept failed: %s", exc)
+                    gevent.sleep(0.1)
+                    continue
+                if self._admit(client_address):
+                    sessions.spawn(self._run_session, sock, client_address)
+                else:
+                    _drop(sock)
+        finally:
+            readable.close()
+            self._close_listener()
+
+    def _admit(self, client_address: Any) -> bool:
+        # Runs in the accept loop: nothing here may wait.
         host = client_address[0]
         if not self._host_allowed(host):
             self._count("rejected_host")
@@ -249,62 +306,12 @@ class AgiServer(socketserver.TCPServer):
             return False
         return True
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        # verify_request counted this call in flight: from here every path must
-        # count it out. Everything else (socket options, session setup) runs
-        # in a worker: the accept loop is the one serial step of the server.
-        with self._lock:
-            spawn = self._idle_workers == 0
-            if spawn:
-                self._workers += 1
-            else:
-                self._idle_workers -= 1  # promised: an idle worker takes this call
-        try:
-            if spawn:
-                threading.Thread(target=self._worker, name="agi-worker", daemon=True).start()
-        except RuntimeError as exc:  # cannot start a thread: shed this call
-            with self._lock:
-                self._workers -= 1
-            log.error(
-                "agi connection closed peer=%s:%s reason=cannot serve (%s)",
-                *client_address[:2],
-                exc,
-            )
-            request.close()
-            self._count_out(None)
-            return
-        self._work.put((request, client_address))
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # socketserver's default prints to stderr.
-        log.exception("agi accept loop error peer=%s", client_address)
-
-    # ---------------------------------------------------- one session (its thread)
-
-    def _worker(self) -> None:
-        while True:
-            try:
-                item = self._work.get(timeout=self.worker_idle_exit)
-            except queue.Empty:
-                with self._lock:  # idle for long: leave, unless promised a call
-                    if self._idle_workers == 0:
-                        continue
-                    self._idle_workers -= 1
-                    self._workers -= 1
-                return
-            if item is None:  # stop()
-                with self._lock:
-                    self._workers -= 1
-                return
-            self._run_session(*item)
-            with self._lock:
-                self._idle_workers += 1
+    # ---------------------------------------------------- one session (its greenlet)
 
     def _run_session(self, sock: socket.socket, client_address: Any) -> None:
+        # _admit counted this call in flight: from here every path must count it out.
         session: AgiSession | None = None
         try:
-            if self._cut:  # queued when shutdown's grace ran out
-                return
             with contextlib.suppress(OSError):  # one small write per command: no Nagle delay
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             session = AgiSession(sock, self.limits, peer=f"{client_address[0]}:{client_address[1]}")
@@ -407,3 +414,9 @@ class AgiServer(socketserver.TCPServer):
             session.elapsed,
             f" detail={mask_text(str(exc))}" if exc is not None else "",
         )
+
+
+def _drop(sock: socket.socket) -> None:
+    """Close a refused connection at once; Asterisk's AGI() fails and falls through."""
+    with contextlib.suppress(OSError):
+        sock.close()

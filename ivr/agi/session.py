@@ -3,26 +3,28 @@
 pyst2's `asterisk.agi.AGI` keeps the AGI command set (answer, stream_file,
 get_data, set_variable, appexec, ...) and its result shapes; this module
 replaces everything that touches I/O, because pyst2's own I/O is unusable in a
-threaded FastAGI server on Python 3: its __init__ installs a SIGHUP handler
-(only allowed in the main thread) and reads sys.stdin, it writes every command
-and result unmasked to stderr, and it neither expects Asterisk's `HANGUP` line
-nor bounds a read in time or size.
+FastAGI server on Python 3: its __init__ installs a SIGHUP handler (only
+allowed in the main thread) and reads sys.stdin, it writes every command and
+result unmasked to stderr, and it neither expects Asterisk's `HANGUP` line nor
+bounds a read in time or size.
+
+The socket is non-blocking and every wait for it goes through the gevent hub of
+the thread the session runs in: in the server, one hub runs every session as a
+greenlet, so a session waiting for Asterisk costs no thread and no context
+switch, and handler code stays plain blocking code over pyst2's command set.
+A session used alone (tests) simply waits in its own thread's hub.
 
 Every read here has a deadline (per line and per session) and a size limit, so
-a misbehaving peer costs one thread for a bounded time and nothing else.
+a misbehaving peer costs its own session for a bounded time and nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import logging
-import os
 import re
-import select
 import socket
-import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -39,6 +41,8 @@ from asterisk.agi import (
     re_code,
     re_kv,
 )
+from gevent import get_hub
+from gevent.socket import wait as wait_on_watcher
 
 from ivr.core.privacy import mask_number
 
@@ -186,17 +190,11 @@ class AgiSession(AGI):
         self._closed = False
         self._close_lock = threading.Lock()
         self._debug = log.isEnabledFor(logging.DEBUG)
-        # Timeouts are kernel-side (SO_RCVTIMEO/SO_SNDTIMEO on a blocking
-        # socket), re-armed only when a deadline needs it: Python's own
-        # settimeout() costs an ioctl per call plus a poll() before every
-        # recv/send (about 0.1 ms of server CPU per call, measured here).
-        # An accepted socket is already blocking: no ioctl then.
-        if sock.gettimeout() is not None:
-            sock.settimeout(None)
-        self._rcvtimeo = 0.0
-        # Armed before the first send that could block (see `_send`): commands
-        # go out with a non-blocking send, which needs no timeout.
-        self._sndtimeo = 0.0
+        sock.setblocking(False)
+        # The hub's watchers on this socket, made on the first wait (in the thread
+        # that runs the session) and closed before the socket is.
+        self._readable: Any = None
+        self._writable: Any = None
 
     # ----------------------------------------------------------------- facts
 
@@ -297,6 +295,10 @@ class AgiSession(AGI):
             if self._closed:
                 return
             self._closed = True
+            # The event loop must forget the descriptor before the kernel can reuse it.
+            for watcher in (self._readable, self._writable):
+                if watcher is not None:
+                    watcher.close()
             _close(self.sock)
 
     def abort(self) -> None:
@@ -362,7 +364,7 @@ class AgiSession(AGI):
             raise SessionTimeout(f"session deadline passed before sending {_show(line)}")
         try:
             self._send(line.encode("utf-8") + b"\n", remaining)
-        except BlockingIOError:  # SO_SNDTIMEO expired
+        except BlockingIOError:  # the send timeout expired
             raise SessionTimeout(f"peer not reading; could not send {_show(line)}") from None
         except OSError as exc:  # EPIPE, ECONNRESET, socket shut down
             self._hung_up = True
@@ -405,17 +407,22 @@ class AgiSession(AGI):
         """All of `data`, within `remaining` seconds and the send timeout.
 
         A command line fits the socket's send buffer whenever Asterisk keeps up,
-        so it goes out in one non-blocking send that keeps the GIL (see
-        `_send_nowait`); only the rest, if any, waits, under SO_SNDTIMEO (raises
-        BlockingIOError when that expires)."""
+        so it goes out in one send that keeps the GIL (see `_send_nowait`); only
+        the rest, if any, waits for the peer to read, up to the send timeout
+        (raises BlockingIOError when that expires)."""
         sent = _send_nowait(self.sock, data)
         if sent == len(data):
             return
-        if not self._sndtimeo or remaining < self._sndtimeo:
-            self._sndtimeo = self._set_kernel_timeout(
-                socket.SO_SNDTIMEO, min(self.limits.send_timeout, remaining)
-            )
-        self.sock.sendall(memoryview(data)[sent:])
+        view = memoryview(data)
+        deadline = time.monotonic() + min(self.limits.send_timeout, remaining)
+        while sent < len(data):
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._wait_writable(left):
+                raise BlockingIOError(errno.EAGAIN, "peer not reading")
+            try:
+                sent += self.sock.send(view[sent:])
+            except BlockingIOError:
+                continue
 
     def get_result(self, stdin: Any = None) -> ResultDict:
         """pyst2 API compatibility: read one result without a known command."""
@@ -423,7 +430,7 @@ class AgiSession(AGI):
 
     def _read_result(self, command: str) -> ResultDict:
         for _ in range(self.limits.max_intermediate + 1):
-            line = self._read_line(self._result_timeout)
+            line = self._read_line(self._result_timeout, answer=True)
             if self._debug:
                 log.debug("agi << %s %s", self.uniqueid, mask_text(line))
             if line == "HANGUP":
@@ -480,9 +487,9 @@ class AgiSession(AGI):
     def _hangup_pending(self, wait: float = 0.0) -> bool:
         if not self._buf:
             try:
-                if wait > 0 and not select.select([self.sock], [], [], wait)[0]:
+                if wait > 0 and not self._wait_readable(wait):
                     return False  # nothing came: a plain application error
-                data = self.sock.recv(65536, socket.MSG_DONTWAIT)
+                data = self.sock.recv(65536)
             except BlockingIOError:
                 return False  # nothing on the wire yet: a plain application error
             except OSError:
@@ -495,27 +502,39 @@ class AgiSession(AGI):
             return True
         return False
 
-    def _set_kernel_timeout(self, option: int, seconds: float) -> float:
-        # A timeout of 0 means "never" to the kernel: keep at least 1 ms.
-        usec = max(1000, int(seconds * 1_000_000))
-        self.sock.setsockopt(
-            socket.SOL_SOCKET, option, _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000)
-        )
-        return usec / 1_000_000
+    def _wait_readable(self, timeout: float) -> bool:
+        """Let other sessions run until the socket is readable (True) or `timeout`
+        seconds pass (False)."""
+        if self._readable is None:
+            self._readable = get_hub().loop.io(self.sock.fileno(), 1)
+        try:
+            wait_on_watcher(self._readable, timeout, _WaitTimedOut)
+        except _WaitTimedOut:
+            return False
+        return True
 
-    def _read_line(self, timeout: float) -> str:
+    def _wait_writable(self, timeout: float) -> bool:
+        if self._writable is None:
+            self._writable = get_hub().loop.io(self.sock.fileno(), 2)
+        try:
+            wait_on_watcher(self._writable, timeout, _WaitTimedOut)
+        except _WaitTimedOut:
+            return False
+        return True
+
+    def _read_line(self, timeout: float, answer: bool = False) -> str:
         """One line without its end-of-line, within `timeout` seconds (and the
         session deadline) and `max_line` bytes."""
         idx = self._buf.find(b"\n")
         if idx < 0:
-            idx = self._receive_line(timeout)
+            idx = self._receive_line(timeout, answer)
         if idx > self.limits.max_line:
             raise BadSession(f"line longer than {self.limits.max_line} bytes")
         raw = bytes(self._buf[:idx])
         del self._buf[: idx + 1]
         return raw.decode("utf-8", errors="replace").rstrip("\r")
 
-    def _receive_line(self, timeout: float) -> int:
+    def _receive_line(self, timeout: float, answer: bool = False) -> int:
         """Receive until the buffer holds a newline; return its index."""
         now = time.monotonic()
         deadline = min(now + timeout, self._deadline)
@@ -529,13 +548,15 @@ class AgiSession(AGI):
                     if deadline >= self._deadline
                     else f"peer silent for {timeout:g} s"
                 )
+            if answer:  # a command's answer is never in yet: wait before reading
+                answer = False
+                self._wait_readable(remaining)
+                now = time.monotonic()
+                continue
             try:
-                # Re-arm only when the armed timeout would overshoot this
-                # read's deadline by more than 50 ms or is far too short.
-                if not remaining * 0.5 <= self._rcvtimeo <= remaining + 0.05:
-                    self._rcvtimeo = self._set_kernel_timeout(socket.SO_RCVTIMEO, remaining)
                 data = self.sock.recv(65536)
-            except BlockingIOError:  # SO_RCVTIMEO expired
+            except BlockingIOError:  # nothing yet: let other sessions run meanwhile
+                self._wait_readable(remaining)
                 now = time.monotonic()
                 continue
             except OSError as exc:
@@ -552,67 +573,25 @@ class AgiSession(AGI):
             now = time.monotonic()
 
 
-_TIMEVAL = struct.Struct("@ll")  # struct timeval {time_t tv_sec; suseconds_t tv_usec}
-
-
-# -- system calls that never wait, made without letting go of the GIL ---------------
-#
-# Under load most of the controller's CPU goes to the scheduler, not to Python: each
-# socket call lets go of the GIL, another session's thread that was waiting for it
-# runs (a futex wake and a context switch), and taking the GIL back is another wait.
-# For a call that blocks (the recv awaiting Asterisk's answer) that is the point; a
-# non-blocking send(2) of one command line, shutdown(2) and close(2) never wait, so
-# they go through ctypes.PyDLL, which keeps the GIL. In bench/agi_load.py's closed
-# loop that took a 12345 call from 40-49 context switches in the server to about 34.
-# Without libc symbols (not a POSIX system) the socket methods do it instead.
-
-
-def _libc_calls() -> tuple[Any, Any, Any] | None:
-    try:
-        libc = ctypes.PyDLL(None, use_errno=True)
-        send, shutdown, close = libc.send, libc.shutdown, libc.close
-    except (OSError, TypeError, AttributeError):
-        return None
-    send.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int)
-    send.restype = ctypes.c_ssize_t
-    shutdown.argtypes = (ctypes.c_int, ctypes.c_int)
-    close.argtypes = (ctypes.c_int,)
-    return send, shutdown, close
-
-
-_LIBC = _libc_calls()
-_SEND_NOWAIT = getattr(socket, "MSG_DONTWAIT", 0) | getattr(socket, "MSG_NOSIGNAL", 0)
+class _WaitTimedOut(Exception):
+    """A wait for the socket outlived its timeout (internal to the session)."""
 
 
 def _send_nowait(sock: socket.socket, data: bytes) -> int:
     """Bytes of `data` sent at once, without waiting (0 when the buffer is full).
     Raises OSError (EPIPE, ECONNRESET, ...) as sock.send does."""
-    if _LIBC is None or not hasattr(socket, "MSG_DONTWAIT"):
-        return 0  # the caller's blocking sendall sends it all
-    sent = _LIBC[0](sock.fileno(), data, len(data), _SEND_NOWAIT)
-    if sent >= 0:
-        return sent
-    code = ctypes.get_errno()
-    if code in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+    try:
+        return sock.send(data)  # the socket is non-blocking
+    except BlockingIOError:
         return 0
-    raise OSError(code, os.strerror(code))
 
 
 def _close(sock: socket.socket) -> None:
     """Shut a connection down (Asterisk sees the end at once) and close it."""
-    if _LIBC is None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            sock.close()
-        return
-    try:
-        fd = sock.detach()  # the socket object forgets the descriptor: no double close
-    except OSError:
-        return
-    if fd >= 0:
-        _LIBC[1](fd, socket.SHUT_RDWR)
-        _LIBC[2](fd)
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
 
 
 def _peer_of(sock: socket.socket) -> str:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import gevent
 import pytest
 
 from ivr.agi import (
@@ -95,9 +98,24 @@ def test_register_one_handler_per_route() -> None:
             server.register(answer_then_set)
         assert server.register(normal_call, name="other") is normal_call
         assert set(server.handlers) == {"answer_then_set", "other"}
-        assert server.request_queue_size >= 1024
     finally:
-        server.server_close()
+        server.stop(grace=0.1)
+
+
+def test_listens_with_a_backlog_of_at_least_1024() -> None:
+    server = AgiServer(("127.0.0.1", 0), {"answer_then_set": answer_then_set})
+    try:
+        # ss shows a listening socket's accept queue bound as its Send-Q.
+        out = subprocess.run(
+            ["ss", "-ltnH", f"sport = :{server.address[1]}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+        assert int(out[2]) >= min(1024, somaxconn)
+    finally:
+        server.stop(grace=0.1)
 
 
 def test_silent_client_is_closed_after_idle_timeout_others_unaffected(
@@ -298,13 +316,11 @@ def test_hangup_in_handler_reaches_on_error_as_caller_hung_up(make_server) -> No
 
 def test_concurrency_bound_closes_extra_connections(make_server, pool, caplog) -> None:
     caplog.set_level(logging.INFO, logger="ivr.agi")
-    release = threading.Event()
-    inside = threading.Semaphore(0)
 
     def hold(session: AgiSession) -> None:
         session.answer()
-        inside.release()
-        release.wait(3)
+        with session.command_timeout(3):
+            session.appexec("Queue", "seats")  # a long call: the peer answers when told
 
     server = make_server(
         handlers={"hold": hold, "answer_then_set": answer_then_set}, max_sessions=2
@@ -314,7 +330,7 @@ def test_concurrency_bound_closes_extra_connections(make_server, pool, caplog) -
         peer.send_env("hold")
         assert peer.read_command() == "ANSWER"
         peer.reply("200 result=0")
-    assert inside.acquire(timeout=2) and inside.acquire(timeout=2)
+        assert peer.read_command() == 'EXEC Queue "seats"'
     assert server.active_sessions == 2
 
     extra = FakeAsterisk.connect(server.address)
@@ -324,8 +340,8 @@ def test_concurrency_bound_closes_extra_connections(make_server, pool, caplog) -
     assert server.stats().rejected_busy == 1
     assert "reason=over capacity" in caplog.text
 
-    release.set()
     for peer in holders:
+        peer.reply("200 result=0")
         assert peer.wait_closed() < 1.0
         peer.close()
     deadline = time.monotonic() + 2
@@ -337,7 +353,7 @@ def test_concurrency_bound_closes_extra_connections(make_server, pool, caplog) -
 def test_graceful_stop_finishes_calls_in_flight_and_refuses_new_ones(pool) -> None:
     def slow(session: AgiSession) -> None:
         session.answer()
-        time.sleep(0.3)
+        gevent.sleep(0.3)  # a handler waits cooperatively, as AGI commands do
         session.noop()
 
     server = AgiServer(("127.0.0.1", 0), {"slow": slow}, limits=FAST)
@@ -402,35 +418,35 @@ def test_garbage_mid_call_is_a_bad_session_and_reaches_on_error(make_server, cap
     assert "reason=unparsable AGI response" in caplog.text
 
 
-def _workers() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name == "agi-worker"}
+def _hub_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "agi-hub"}
 
 
-def test_worker_threads_are_reused_and_end_at_stop() -> None:
-    before = _workers()
-    server = AgiServer(("127.0.0.1", 0), {"answer_then_set": answer_then_set}, limits=FAST)
+def test_calls_in_flight_share_one_thread_that_ends_at_stop() -> None:
+    threads: set[int] = set()
+
+    def held(session: AgiSession) -> None:
+        threads.add(threading.get_ident())
+        with session.command_timeout(3):
+            session.appexec("Queue", "seats")
+
+    before = _hub_threads()
+    server = AgiServer(("127.0.0.1", 0), {"held": held}, limits=FAST)
     server.start()
-    for _ in range(20):
-        assert normal_call(server.address) == NORMAL
-    ours = _workers() - before
-    assert 1 <= len(ours) <= 5  # a thread per call would be 20
+    peers = [FakeAsterisk.connect(server.address) for _ in range(20)]
+    for peer in peers:
+        peer.send_env("held")
+    for peer in peers:  # all 20 are inside their Queue at once
+        assert peer.read_command() == 'EXEC Queue "seats"'
+    assert server.active_sessions == 20
+    assert len(threads) == 1  # a thread per call would be 20
+    ours = _hub_threads() - before
+    assert len(ours) == 1 and threading.get_ident() not in threads
+    for peer in peers:
+        peer.reply("200 result=0")
+        assert peer.wait_closed() < 1.0
+        peer.close()
     server.stop(grace=1.0)
     for thread in ours:
         thread.join(timeout=2.0)
         assert not thread.is_alive()
-
-
-def test_idle_workers_exit_and_calls_still_get_served() -> None:
-    before = _workers()
-    server = AgiServer(("127.0.0.1", 0), {"answer_then_set": answer_then_set}, limits=FAST)
-    server.worker_idle_exit = 0.1
-    server.start()
-    try:
-        assert normal_call(server.address) == NORMAL
-        first = _workers() - before
-        for thread in first:
-            thread.join(timeout=2.0)
-            assert not thread.is_alive()
-        assert normal_call(server.address) == NORMAL
-    finally:
-        server.stop(grace=1.0)

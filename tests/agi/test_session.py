@@ -25,7 +25,6 @@ from ivr.agi import (
     UsageError,
     mask_text,
 )
-from ivr.agi import session as session_module
 
 from .fake_asterisk import CALLER, UNIQUEID, FakeAsterisk
 
@@ -443,7 +442,7 @@ def test_mask_text_never_leaks_a_mobile_number(before: str, number: str, after: 
     assert number[-4:] in masked
 
 
-# -- the I/O paths that keep the GIL: sends, the environment in one piece, close --------
+# -- the I/O fast paths: one send per command, the environment in one piece, close ------
 
 
 def test_a_command_larger_than_the_socket_buffer_goes_out_whole(pair, pool) -> None:
@@ -474,21 +473,6 @@ def test_a_peer_that_never_reads_times_the_send_out(pair, pool) -> None:
         sending.result(timeout=5)
     assert 0.4 < time.monotonic() - start_t < 3.0
     assert not session.hung_up
-
-
-def test_commands_go_out_without_the_libc_shortcut(pair, pool, monkeypatch) -> None:
-    # Where libc's send(2) cannot be reached through ctypes, socket.sendall sends.
-    monkeypatch.setattr(session_module, "_LIBC", None)
-    sock, peer = pair
-    session = AgiSession(sock, FAST)
-    peer.send_env()
-    played = start(pool, peer.play, ["200 result=0", "200 result=1"])
-    session.read_env()
-    session.answer()
-    session.set_variable("LANG", "zh")
-    session.close()
-    assert played.result(timeout=2) == ["ANSWER", 'SET VARIABLE "LANG" "zh"']
-    assert sock.fileno() == -1
 
 
 ENV_LINES = {"agi_network_script": "ivr_main", "agi_uniqueid": UNIQUEID, "agi_arg_1": "a b"}

@@ -316,7 +316,12 @@ def test_disallowed_host_never_gets_a_command(hotline: Hotline) -> None:
         sock.settimeout(2)
         sock.connect(address)
         sock.sendall(b"agi_network_script: incoming_call\n\n")
-        assert sock.recv(100) == b""
+        # Closed unread: an orderly end or, when our bytes were already in, a reset.
+        try:
+            got = sock.recv(100)
+        except ConnectionResetError:
+            got = b""
+        assert got == b""
         sock.close()
     finally:
         server.stop()
