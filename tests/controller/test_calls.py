@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from ivr.agi.calls import AsteriskSettings, CallController, CallInfo
+from ivr.agi.calls import AsteriskSettings, CallController, CallInfo, _Channel
 from ivr.agi.glue import confbridge_conf, extensions_conf, queues_conf
 from ivr.agi.server import AgiServer
 from ivr.core.clock import SHANGHAI
-from ivr.core.routing import Hotline
+from ivr.core.routing import Call, Hotline
 from ivr.paths import bundled_root
 
 from agi.fake_asterisk import FakeAsterisk
@@ -136,8 +136,7 @@ def test_12345_call_answers_greets_queues_and_surveys(controller, recorder: Reco
     assert commands == [
         "ANSWER",
         'STREAM FILE ivr/greeting_12345 "120" 0',
-        f'SET VARIABLE "__IVR_CALL" "call_id=1732612345.17;{CALL}"',
-        f'SET VARIABLE "CDR(userfield)" "{CALL}"',
+        f'EXEC MSet "__IVR_CALL=call_id=1732612345.17;{CALL},CDR(userfield)={CALL}"',
         'EXEC Queue "xiamen-12345,c,,,60"',
         'GET FULL VARIABLE "${QUEUESTATUS}|${ABANDONED}|${QEHOLDTIME}|${MEMBERNAME}"',
         "GET DATA ivr/survey_question 8000 1",
@@ -155,10 +154,37 @@ def test_12345_call_answers_greets_queues_and_surveys(controller, recorder: Reco
 def test_retired_line_plays_its_own_transition_prompt(controller) -> None:
     commands = run_call(controller, asterisk(), agi_dnid="12358", agi_arg_1="fuzhou-ct")
     assert 'STREAM FILE ivr/transition_notice-12358 "" 0' in commands
-    assert (
-        'SET VARIABLE "CDR(userfield)" "line=12358;merge_mode=whole_merge;mode=whole_merge;'
+    (tagged,) = (c for c in commands if c.startswith("EXEC MSet"))
+    assert tagged.endswith(
+        ",CDR(userfield)=line=12358;merge_mode=whole_merge;mode=whole_merge;"
         'original_line=12358;original_line_name=价格监督;region=fuzhou;route=retired_line"'
-    ) in commands
+    )
+
+
+class _Commands:
+    """Stands in for the session where only the commands sent matter."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, ...]] = []
+
+    def appexec(self, app: str, options: str) -> None:
+        self.sent.append(("EXEC", app, options))
+
+    def set_variable(self, name: str, value: str) -> None:
+        self.sent.append(("SET", name, value))
+
+
+def test_variables_go_in_one_command_unless_a_value_would_split(hotline: Hotline) -> None:
+    call = Call(dialed="12345", now=datetime(2026, 11, 26, 10, tzinfo=SHANGHAI), region="fuzhou")
+    agi = _Commands()
+    channel = _Channel(agi, hotline, hotline.route(call), AsteriskSettings())  # type: ignore[arg-type]
+    channel._set({"A": "x=1;y=2", "B": "plain"})
+    assert agi.sent == [("EXEC", "MSet", "A=x=1;y=2,B=plain")]
+    channel._set({"A": "x=1;y=2", "B": "plain"})  # unchanged: nothing sent
+    channel._set({"A": "a,b", "B": 'say "hi"'})  # MSet would split or unquote these
+    assert agi.sent[1:] == [("SET", "A", "a,b"), ("SET", "B", 'say "hi"')]
+    channel._set({"A": "one", "B": 'say "hi"'})  # only A changed: one SET VARIABLE
+    assert agi.sent[3:] == [("SET", "A", "one")]
 
 
 def test_kept_seats_unanswered_fall_back_to_12345_seats(controller, hotline: Hotline) -> None:
