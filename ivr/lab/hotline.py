@@ -158,7 +158,12 @@ class HotlineLab:
         target.mkdir(parents=True, exist_ok=True)
         for wav in source.glob("*.wav"):
             destination = target / wav.name
-            if not destination.exists() or destination.stat().st_mtime < wav.stat().st_mtime:
+            # Any difference, not just an older copy: the root is shared, and another
+            # configuration (bench/lab_capacity.py's one-second greeting) may have put a
+            # newer file there.
+            ours = wav.stat()
+            theirs = destination.stat() if destination.exists() else None
+            if theirs is None or (theirs.st_mtime, theirs.st_size) != (ours.st_mtime, ours.st_size):
                 shutil.copy2(wav, destination)
 
     # -- the controller process ----------------------------------------------------------

@@ -24,6 +24,7 @@ from ivr.lab import (
     parse_message_log,
     render_config,
 )
+from ivr.lab.hotline import HotlineLab
 from ivr.lab.sipp import call_scenario, seat_scenario
 
 STATE = PurePosixPath("/var/lib/ivr-lab/unit")
@@ -241,3 +242,21 @@ def test_provisioning_script_names_no_package_host() -> None:
     text = PROVISION.read_text()
     assert "://" not in text
     assert re.search(r"debootstrap --variant=minbase --include=asterisk \"\$\{SUITE\}\"", text)
+
+
+def test_lab_sounds_follow_the_configuration_even_when_the_root_has_newer_ones(
+    tmp_path: Path,
+) -> None:
+    # The root is shared: a bench installs its own greeting there, and the next
+    # configuration's lab must play its own again, not whichever file is newer.
+    config, root = tmp_path / "config", tmp_path / "root"
+    sounds = config / "prompts" / "sounds"
+    sounds.mkdir(parents=True)
+    (sounds / "greeting.wav").write_bytes(b"ours, eight seconds")
+    lab = HotlineLab.create(config, root)
+    lab.install_sounds()
+    installed = root / "usr/share/asterisk/sounds/ivr/greeting.wav"
+    assert installed.read_bytes() == b"ours, eight seconds"
+    installed.write_bytes(b"a bench's one second")  # newer than ours
+    lab.install_sounds()
+    assert installed.read_bytes() == b"ours, eight seconds"
