@@ -28,6 +28,11 @@ from ivr.core.clock import SHANGHAI
 
 ANSWER_WITHIN_S = 15.0
 GRADES = ("非常满意", "满意", "基本满意", "不满意", "非常不满意")
+# The event types the indicators read; `Indicators.add` ignores every other.
+COUNTED = frozenset(
+    {"call_offered", "queued", "answered", "abandoned", "transferred", "transfer_failed",
+     "survey_result", "call_ended"}
+)  # fmt: skip
 
 
 @dataclass

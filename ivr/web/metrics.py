@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ivr.core.clock import SHANGHAI
-from ivr.indicators import GRADES, Indicators
+from ivr.indicators import COUNTED, GRADES, Indicators
 
 metrics = Blueprint("metrics", __name__)
 
@@ -39,9 +39,13 @@ class LiveIndicators:
         self.lock = threading.Lock()
 
     def call_events(self, call: Any, events: list[dict[str, Any]]) -> None:
+        # Most of a call's events (prompts, keys) count for nothing: skip them cheaply.
+        counted = [raw for raw in events if raw.get("type") in COUNTED]
+        if not counted:
+            return
         stamp = datetime.now(SHANGHAI).isoformat()
         with self.lock:
-            for raw in events:
+            for raw in counted:
                 event = {
                     **raw,
                     "call_id": call.call_id,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ivr.indicators import Indicators, render_table
+from ivr.events import EVENT_TYPES
+from ivr.indicators import COUNTED, Indicators, render_table
 
 T = "2024-06-03T10:{:02d}:00+08:00"
 
@@ -123,3 +124,21 @@ def test_table_renders_rates_as_percentages() -> None:
     assert header.split()[:4] == ["line", "offered", "asked", "answered"]
     assert "40.0%" in first and "80.0%" in first and "1/0/0/1/0" in first
     assert second.startswith("12358")
+
+
+def test_event_types_outside_counted_change_no_indicator() -> None:
+    # The live /metrics sink skips events whose type is not in COUNTED before
+    # building them: any type Indicators.add reads must be listed there.
+    def call(extra_type: str | None) -> list[dict[str, object]]:
+        base = {"call_id": "c1", "region": "fuzhou", "line": "12345",
+                "ts_local": "2026-11-26T10:00:00+08:00", "wait_s": 3.0,
+                "total_wait_s": 3.0, "grade": "满意", "label": "满意"}  # fmt: skip
+        kinds = ["call_offered", "queued", "answered", "transferred", "survey_result"]
+        kinds += [extra_type] if extra_type else []
+        return [{**base, "type": kind} for kind in [*kinds, "call_ended"]]
+
+    plain = Indicators().extend(call(None)).rows()
+    for kind in EVENT_TYPES:
+        if kind not in COUNTED:
+            assert Indicators().extend(call(kind)).rows() == plain, kind
+    assert Indicators().extend(call("abandoned")).rows() != plain  # a counted one does
