@@ -13,10 +13,12 @@ five commands (ANSWER, SET VARIABLE x2, STREAM FILE, EXEC Dial) with
 Compared in one run, each server in its own process so the generator (one
 core) and the server do not share a GIL:
 
-- controller: the real controller (`ivr serve`'s incoming_call route, the
-  routing core and, with --events URL, publishing every event to Redis) taking
-  a 12345 call: greeting, queue, survey, hang-up (nine commands);
-- asyncio-12345: a minimal hand-written asyncio responder sending the same nine;
+- controller: the real controller (`ivr serve`'s incoming_call route and the
+  routing core) taking a 12345 call: greeting, queue, survey, hang-up (eight
+  commands);
+- controller+events (with --events URL): the same, publishing every event to
+  that Redis, so that what publishing costs a call is measured beside it;
+- asyncio-12345: a minimal hand-written asyncio responder sending the same eight;
 - ours: `ivr.agi.AgiServer` with a trivial handler sending the five commands;
 - asyncio: a minimal hand-written asyncio responder sending the same five.
 
@@ -89,7 +91,7 @@ CALL_TIMEOUT = 5.0
 _CALL_IDS = itertools.count(1)
 
 # The controller's 12345 call, as the glue starts it (trunk, no region, the trunk's
-# seats as fallback), and the nine commands the controller sends for it when the seat
+# seats as fallback), and the eight commands the controller sends for it when the seat
 # answers and the caller gives no survey key.
 CONTROLLER_ENV = ENV.replace(b"agi_network_script: bench", b"agi_network_script: incoming_call")
 CONTROLLER_ENV = (
@@ -99,8 +101,7 @@ _CALL = b"line=12345;merge_mode=main;mode=main;original_line=12345;region=fuzhou
 CONTROLLER_COMMANDS = [
     b"ANSWER\n",
     b'STREAM FILE ivr/greeting_12345 "120" 0\n',
-    b'SET VARIABLE "__IVR_CALL" "' + _CALL + b'"\n',
-    b'SET VARIABLE "CDR(userfield)" "' + _CALL + b'"\n',
+    b'EXEC MSet "__IVR_CALL=call_id=1732612345.17;' + _CALL + b",CDR(userfield)=" + _CALL + b'"\n',
     b'EXEC Queue "fuzhou-12345,c,,,60"\n',
     b'GET FULL VARIABLE "${QUEUESTATUS}|${ABANDONED}|${QEHOLDTIME}|${MEMBERNAME}"\n',
     b"GET DATA ivr/survey_question 8000 1\n",
@@ -111,6 +112,7 @@ SCRIPTS = {  # server kind -> (environment block, commands it must send)
     "ours": (ENV, COMMANDS),
     "asyncio": (ENV, COMMANDS),
     "controller": (CONTROLLER_ENV, CONTROLLER_COMMANDS),
+    "controller+events": (CONTROLLER_ENV, CONTROLLER_COMMANDS),
     "asyncio-12345": (CONTROLLER_ENV, CONTROLLER_COMMANDS),
 }
 
@@ -541,6 +543,9 @@ def summary(rounds: list[dict[tuple[str, str], Figures]]) -> None:
         ("controller", "asyncio-12345", "calls/s", lambda f: f.rate),
         ("controller@base", "asyncio-12345", "calls/s", lambda f: f.rate),
         ("controller", "asyncio-12345", "CPU/call", lambda f: f.cpu_ms_per_call),
+        ("controller+events", "controller", "CPU/call", lambda f: f.cpu_ms_per_call),
+        ("controller+events@base", "controller@base", "CPU/call", lambda f: f.cpu_ms_per_call),
+        ("controller+events", "asyncio-12345", "calls/s", lambda f: f.rate),
         ("controller", "controller@base", "CPU/call", lambda f: f.cpu_ms_per_call),
         ("controller", "controller@base", "calls/s", lambda f: f.rate),
         ("ours", "asyncio", "CPU/call", lambda f: f.cpu_ms_per_call),
@@ -582,7 +587,9 @@ def main() -> None:
         "beside this one's, as controller@base and ours@base, for before/after in one run",
     )
     parser.add_argument(
-        "--events", metavar="URL", help="the controller publishes its events to this Redis"
+        "--events",
+        metavar="URL",
+        help="also run controller+events: the controller publishing its events to this Redis",
     )
     parser.add_argument(
         "--repeat",
@@ -604,8 +611,9 @@ def main() -> None:
     if args.serve == "ours":
         serve_ours(args.server_log_level)
         return
-    if args.serve == "controller":
-        serve_controller(args.server_log_level, args.events)
+    if args.serve in ("controller", "controller+events"):
+        events = args.events if args.serve == "controller+events" else None
+        serve_controller(args.server_log_level, events)
         return
     if args.serve in ("asyncio", "asyncio-12345"):
         serve_asyncio(SCRIPTS[args.serve][1])
@@ -615,9 +623,13 @@ def main() -> None:
     for kind in (k.strip() for k in args.servers.split(",") if k.strip()):
         if kind not in SCRIPTS:
             parser.error(f"unknown server {kind!r}")
-        servers.append(Server(kind))
-        if args.baseline and kind in ("controller", "ours"):
-            servers.append(Server(kind, str(Path(args.baseline).resolve())))
+        kinds = [kind]
+        if kind == "controller" and args.events:
+            kinds.append("controller+events")
+        for one in kinds:
+            servers.append(Server(one))
+            if args.baseline and one in ("controller", "controller+events", "ours"):
+                servers.append(Server(one, str(Path(args.baseline).resolve())))
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     print(
         f"# FastAGI load on 127.0.0.1, {os.cpu_count()} CPUs, Python "
@@ -629,7 +641,7 @@ def main() -> None:
     if args.interleave:
         print(f"# interleaved: {args.interleave} rounds of {args.duration:g} s slices per shape")
     if args.events:
-        print(f"# the controller publishes every call's events to {args.events}")
+        print(f"# controller+events publishes every call's events to {args.events}")
     print(HEADER)
     if args.interleave:
         interleaved(args, servers, modes)
