@@ -4,10 +4,20 @@ against Asterisk's native dialplan doing the same flow, in the same run on the r
 Both flows answer, tag the call, play the same one-second greeting and queue the caller
 to the region's 12345 seats, where a SIPp seat answers; the SIPp caller talks for
 ``--talk`` seconds and hangs up. For each rate SIPp places ``rate x --seconds`` calls
-and the rate counts as held when every call completed. Needs root and the lab root
+and the rate counts as held when every call completed on time (SIPp holds calls back
+when too many are in progress, which would hide an overload). Needs root and the lab root
 (scripts/provision-lab); takes a few minutes.
 
+With ``--share RATE`` it measures instead what the call events cost the whole of call
+handling: the same flow through the controller at a fixed rate, the controller (as
+`ivr serve` builds it) alternating between publishing every event (to Redis, and to the
+live indicators) and publishing none, for ``--rounds`` rounds. It reads the CPU time of
+Asterisk, the controller and redis-server over each run. Publishing changes nothing
+Asterisk does, so its cost is what it adds to the controller and to Redis; the share is
+that over the CPU of the whole call (Asterisk, controller and Redis, events on).
+
     .venv/bin/python bench/lab_capacity.py [--rates 40,80,120,160] [--seconds 8]
+    .venv/bin/python bench/lab_capacity.py --share 50 [--seconds 10] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ import time
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
+
+import redis
 
 from ivr.check import load_hotline
 from ivr.lab.conf import Trunk
@@ -42,6 +54,49 @@ exten => _X.,1,Answer()
  same => n,Queue(fuzhou-12345,c,,,60)
  same => n,Hangup()
 """
+
+
+# The yardstick between the two: a minimal FastAGI server with no logic at all, sending
+# the five commands the flow needs and nothing else (ANSWER, STREAM FILE, two SET
+# VARIABLEs, EXEC Queue), then closing. What it loses against native is what Asterisk
+# spends on FastAGI itself, which no controller can save.
+MINIMAL_CALLER = "127.0.0.11"
+MINIMAL_PORT = 4575
+MINIMAL = rf"""
+[bench-minimal]
+exten => _X.,1,AGI(agi://127.0.0.1:{MINIMAL_PORT}/minimal)
+ same => n,Hangup()
+"""
+MINIMAL_COMMANDS = [
+    b"ANSWER\n",
+    b'STREAM FILE ivr/greeting_12345 "" 0\n',
+    b'SET VARIABLE "__IVR_CALL" "line=12345;merge_mode=main;original_line=12345"\n',
+    b'SET VARIABLE "CDR(userfield)" "merge_mode=main;original_line=12345"\n',
+    b'EXEC Queue "fuzhou-12345,c,,,60"\n',
+]
+
+
+def serve_minimal(port: int) -> None:
+    import asyncio
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while (line := await reader.readline()) not in (b"\n", b""):
+                pass
+            for command in MINIMAL_COMMANDS if line else []:
+                writer.write(command)
+                if not (await reader.readline()).startswith(b"200"):
+                    break
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(respond, "127.0.0.1", port, backlog=1024)
+        print("READY", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        server.close()
+
+    asyncio.run(main())
 
 
 def one_second_greeting(config: Path) -> None:
@@ -94,12 +149,117 @@ def settle(lab: Lab, timeout: float = 45.0) -> bool:
     return True
 
 
+# -- --share: what the call events cost the whole call -------------------------------
+
+
+def serve_controller(config: str, events: str, agi_port: int, http_port: int) -> None:
+    """The controller as `ivr serve` builds it, in this process; with events "off" its
+    calls hand no event to anyone (no publishing, no live indicators)."""
+    from ivr.events import NoEvents
+    from ivr.serve import Controller
+    from ivr.settings import load_settings
+
+    root = Path(config)
+    url = EVENTS_URL if events == "off" else events
+    controller = Controller(root, load_settings(root), agi_address=("127.0.0.1", agi_port),
+                            http_address=("127.0.0.1", http_port), redis_url=url)  # fmt: skip
+    if events == "off":
+        controller.calls.events = NoEvents()
+    controller.start()
+    print("READY", flush=True)
+    sys.stdin.read()  # the bench ends us by closing our stdin
+    controller.stop()
+
+
+def cpu_s(pid: int) -> float:
+    """User and system CPU seconds of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def share_of_events(hl: HotlineLab, lab: Lab, rate: int, seconds: int, talk_s: float,
+                    rounds: int) -> None:  # fmt: skip
+    redis_pid = int(redis.Redis.from_url(EVENTS_URL).info("server")["process_id"])
+    asterisk_pid = lab.asterisk_pid()
+    assert asterisk_pid is not None
+    calls = rate * seconds
+    rows: list[tuple[int, str, dict[str, float]]] = []
+    print(f"{'round':<6} {'events':<8} {'ms of CPU per call:':<20} {'Asterisk':>9} "
+          f"{'controller':>11} {'Redis':>7} {'all':>7}")  # fmt: skip
+    for n in range(1, rounds + 1):
+        for events in ("on", "off"):
+            proc = subprocess.Popen(
+                [sys.executable, __file__, "--serve-controller", str(hl.config),
+                 "--events", EVENTS_URL if events == "on" else "off",
+                 "--agi-port", str(hl.agi_port), "--http-port", str(hl.http_port)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            assert proc.stdout is not None and proc.stdin is not None
+            if proc.stdout.readline().strip() != "READY":
+                proc.kill()
+                raise SystemExit("the bench's controller did not start")
+            try:
+                pids = {"Asterisk": asterisk_pid, "controller": proc.pid, "Redis": redis_pid}
+                before = {k: cpu_s(pid) for k, pid in pids.items()}
+                ok, _ = run_rate(CONTROLLER_CALLER, rate, seconds, talk_s)
+                settle(lab)
+                used = {k: (cpu_s(pid) - before[k]) * 1000 / calls for k, pid in pids.items()}
+            finally:
+                proc.stdin.close()
+                proc.wait(30)
+            if not ok:
+                raise SystemExit(f"calls failed at {rate}/s: lower --share")
+            used["all"] = sum(used.values())
+            rows.append((n, events, used))
+            print(f"{n:<6} {events:<8} {'':<20} {used['Asterisk']:>9.2f} "
+                  f"{used['controller']:>11.2f} {used['Redis']:>7.2f} {used['all']:>7.2f}",
+                  flush=True)  # fmt: skip
+    shares, ctrl_shares, costs = [], [], []
+    for n in range(1, rounds + 1):
+        on = next(u for r, e, u in rows if r == n and e == "on")
+        off = next(u for r, e, u in rows if r == n and e == "off")
+        cost = (on["controller"] - off["controller"]) + (on["Redis"] - off["Redis"])
+        costs.append(cost)
+        shares.append(cost / on["all"])
+        ctrl_shares.append((on["controller"] - off["controller"]) / on["controller"])
+
+    def span(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+        v = sorted(x * scale for x in values)
+        return f"{v[0]:.{digits}f}–{v[-1]:.{digits}f} (median {v[len(v) // 2]:.{digits}f})"
+
+    print(f"\n{calls} calls per run at {rate}/s, {rounds} rounds")
+    print(f"events' CPU per call (controller + Redis, on minus off): {span(costs, 1000, 0)} µs")
+    print(f"share of the whole call's CPU (Asterisk + controller + Redis): {span(shares, 100)} %")
+    print(f"share of the controller's own CPU: {span(ctrl_shares, 100)} %")
+
+
+# Seconds a run may take beyond its calls' schedule and talk time (SIPp starting, the
+# greeting, ringing) before the rate counts as not kept.
+LATE_S = 3.0
+EVENTS_URL = "redis://127.0.0.1:6379/15"  # the bench's events, on a database of their own
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="40,80,120,160", help="calls/s to try, ascending")
     parser.add_argument("--seconds", type=int, default=8, help="seconds of calls per rate")
     parser.add_argument("--talk", type=float, default=2.5, help="caller's seconds after answer")
+    parser.add_argument(
+        "--share", type=int, metavar="RATE", help="measure the events' CPU share at RATE instead"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --share (on, off)")
+    parser.add_argument("--serve-controller", metavar="CONFIG", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-minimal", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--events", default="off", help=argparse.SUPPRESS)
+    parser.add_argument("--agi-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--http-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_minimal:
+        serve_minimal(MINIMAL_PORT)
+        return 0
+    if args.serve_controller:
+        serve_controller(args.serve_controller, args.events, args.agi_port, args.http_port)
+        return 0
     rates = [int(r) for r in args.rates.split(",")]
     if os.geteuid() != 0:
         print("needs root (the lab runs Asterisk under chroot)", file=sys.stderr)
@@ -110,20 +270,46 @@ def main() -> int:
         for part in ("config", "dialplans", "prompts", "transfer"):
             shutil.copytree(bundled_root() / part, config / part)
         one_second_greeting(config)
+        # As many calls in the controller as Asterisk takes (maxcalls below): the
+        # configured bound would otherwise turn calls away before either side is full.
+        settings = config / "config" / "controller.yaml"
+        text = settings.read_text()
+        assert "max_sessions: 2000" in text
+        settings.write_text(text.replace("max_sessions: 2000", "max_sessions: 4000"))
         hotline = load_hotline(config)
         # events go to Redis as in production, on a database of their own
-        hl = HotlineLab.create(config, name="bench", redis_url="redis://127.0.0.1:6379/15")
+        hl = HotlineLab.create(config, name="bench", redis_url=EVENTS_URL)
         base = lab_config(hotline, verbose=0, trace_seats=False)
         seats = tuple(replace(s, hold=None) if s.name == "seats" else s for s in base.seats)
-        cfg = replace(base, seats=seats, maxcalls=4000,
-                      trunks=(*base.trunks, Trunk("bench-native", NATIVE_CALLER,
-                                                  context="bench-native")),
-                      extensions=(*base.extensions, NATIVE))  # fmt: skip
+        # RTP ports for 5,000 channels: the lab's usual 1,000 would cap both flows alike
+        # at a few hundred calls in progress, and measure the port range, not the switch.
+        cfg = replace(base, seats=seats, maxcalls=4000, rtp_ports=(20000, 29999),
+                      trunks=(*base.trunks,
+                              Trunk("bench-native", NATIVE_CALLER, context="bench-native"),
+                              Trunk("bench-minimal", MINIMAL_CALLER, context="bench-minimal")),
+                      extensions=(*base.extensions, NATIVE, MINIMAL))  # fmt: skip
         hl.install_sounds()
         lab = Lab(hl.root, hl.state_dir, cfg)
         lab.up()
+        if args.share:
+            try:
+                share_of_events(hl, lab, args.share, args.seconds, args.talk, args.rounds)
+            finally:
+                lab.down()
+            return 0
         hl.start_controller()
-        results: dict[str, dict[int, bool]] = {"native dialplan": {}, "controller (FastAGI)": {}}
+        minimal = subprocess.Popen(
+            [sys.executable, __file__, "--serve-minimal"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert minimal.stdout is not None and minimal.stdin is not None
+        if minimal.stdout.readline().strip() != "READY":
+            raise SystemExit("the minimal FastAGI server did not start")
+        results: dict[str, dict[int, bool]] = {
+            "native dialplan": {}, "minimal FastAGI": {}, "controller (FastAGI)": {}
+        }  # fmt: skip
         crashed = False
         try:
             for rate in rates:
@@ -131,6 +317,7 @@ def main() -> int:
                     break
                 for name, caller in (
                     ("native dialplan", NATIVE_CALLER),
+                    ("minimal FastAGI", MINIMAL_CALLER),
                     ("controller (FastAGI)", CONTROLLER_CALLER),
                 ):
                     before, counted = handled(hl), agi_counters(hl)
@@ -152,11 +339,19 @@ def main() -> int:
                             f"the controller; its counters moved by {moved}"
                         )
                         ok = False
+                    late = ok and wall > args.seconds + args.talk + LATE_S
+                    if late:
+                        # SIPp holds new calls back while too many are in progress: every
+                        # call completed, but not at the rate asked for.
+                        ok = False
                     results[name][rate] = ok
-                    print(f"{name:<22} {rate:>4} calls/s x {args.seconds} s: "
-                          f"{'all completed' if ok else 'FAILED calls'} ({wall:.0f} s)",
-                          flush=True)  # fmt: skip
+                    verdict = "all completed" if ok else "FAILED calls"
+                    verdict = "late: rate not kept" if late else verdict
+                    print(f"{name:<22} {rate:>4} calls/s x {args.seconds} s: {verdict} "
+                          f"({wall:.0f} s)", flush=True)  # fmt: skip
         finally:
+            minimal.stdin.close()
+            minimal.wait(10)
             hl.stop_controller()
             lab.down()
 
@@ -176,6 +371,7 @@ def main() -> int:
         print(f"{name:<22} {ceiling:>30} /s   (held: {held})")
     native = best["native dialplan"]
     if native:
+        print(f"minimal FastAGI / native: {best['minimal FastAGI'] / native:.2f}")
         print(f"controller / native: {best['controller (FastAGI)'] / native:.2f}")
     return 0
 
