@@ -41,8 +41,7 @@ from asterisk.agi import (
     re_code,
     re_kv,
 )
-from gevent import get_hub
-from gevent.socket import wait as wait_on_watcher
+from gevent.hub import Waiter, get_hub
 
 from ivr.core.privacy import mask_number
 
@@ -507,20 +506,12 @@ class AgiSession(AGI):
         seconds pass (False)."""
         if self._readable is None:
             self._readable = get_hub().loop.io(self.sock.fileno(), 1)
-        try:
-            wait_on_watcher(self._readable, timeout, _WaitTimedOut)
-        except _WaitTimedOut:
-            return False
-        return True
+        return _wait(self._readable, timeout)
 
     def _wait_writable(self, timeout: float) -> bool:
         if self._writable is None:
             self._writable = get_hub().loop.io(self.sock.fileno(), 2)
-        try:
-            wait_on_watcher(self._writable, timeout, _WaitTimedOut)
-        except _WaitTimedOut:
-            return False
-        return True
+        return _wait(self._writable, timeout)
 
     def _read_line(self, timeout: float, answer: bool = False) -> str:
         """One line without its end-of-line, within `timeout` seconds (and the
@@ -573,8 +564,22 @@ class AgiSession(AGI):
             now = time.monotonic()
 
 
-class _WaitTimedOut(Exception):
-    """A wait for the socket outlived its timeout (internal to the session)."""
+def _wait(watcher: Any, timeout: float) -> bool:
+    """Switch to the hub until `watcher` fires (True) or `timeout` seconds pass (False).
+
+    Built from gevent's compiled parts (a Waiter, a timer watcher) rather than
+    gevent.Timeout, whose Python-level set-up and tear-down on every wait cost a
+    call about a tenth of the controller's Python."""
+    hub = get_hub()
+    waiter = Waiter(hub)
+    timer = hub.loop.timer(timeout)
+    watcher.start(waiter.switch, True)
+    timer.start(waiter.switch, False)
+    try:
+        return waiter.get()
+    finally:
+        watcher.stop()
+        timer.stop()
 
 
 def _send_nowait(sock: socket.socket, data: bytes) -> int:
