@@ -413,9 +413,11 @@ class AgiSession(AGI):
         if sent == len(data):
             return
         view = memoryview(data)
-        deadline = time.monotonic() + min(self.limits.send_timeout, remaining)
+        # The send timeout is how long the peer may take nothing at all; a long value
+        # going out slowly is fine, within the session's own deadline.
+        end = time.monotonic() + remaining
         while sent < len(data):
-            left = deadline - time.monotonic()
+            left = min(self.limits.send_timeout, end - time.monotonic())
             if left <= 0 or not self._wait_writable(left):
                 raise BlockingIOError(errno.EAGAIN, "peer not reading")
             try:

@@ -464,6 +464,30 @@ def test_a_command_larger_than_the_socket_buffer_goes_out_whole(pair, pool) -> N
     assert played.result(timeout=3) == [f'SET VARIABLE "BIG" "{value}"']
 
 
+def test_a_peer_reading_slowly_but_steadily_gets_the_whole_command(pair, pool) -> None:
+    # The send timeout bounds a peer that reads nothing, not the whole of a long send:
+    # here the command takes about twice send_timeout to go out, with no long pause.
+    sock, peer = pair
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    session = AgiSession(sock, FAST)  # send_timeout 0.5 s
+    peer.send_env()
+    session.read_env()
+    value = "y" * 60_000
+
+    def slow_reader() -> bytes:
+        got = b""
+        while not got.endswith(b"\n"):
+            time.sleep(0.05)
+            got += peer.sock.recv(2048)
+        return got
+
+    reading = start(pool, slow_reader)
+    start_t = time.monotonic()
+    session.send_command("SET VARIABLE", session._quote("BIG"), session._quote(value))
+    assert reading.result(timeout=10) == f'SET VARIABLE "BIG" "{value}"\n'.encode()
+    assert time.monotonic() - start_t > 0.5  # longer than send_timeout in all
+
+
 def test_a_peer_that_never_reads_times_the_send_out(pair, pool) -> None:
     sock, _peer = pair
     session = AgiSession(sock, FAST)  # send_timeout 0.5 s
