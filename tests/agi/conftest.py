@@ -1,12 +1,12 @@
 """Each test's sessions wait in a hub of their own, as each server's sessions do.
 
 Why: the session tests run the session on the test's own (main) thread, so without
-this every test shares that thread's gevent hub. After a test whose session timed
-out waiting, and a fresh Hypothesis run, a later wait in that shared hub was seen to
-keep the GIL for its whole timeout, so the test's peer thread could not answer
-(reproduced with a fresh .hypothesis folder and `-k "silent or leaks or larger"`).
-A server's hub lives in its own thread and ends with it, so it never carries one
-test's state into the next.
+this every test shares that thread's gevent hub. A hub that has run once in the
+main thread, then a Hypothesis test with an empty example database, then a wait on
+that hub: other threads do not run for the wait's whole length, so a test's peer
+thread cannot answer. That needs none of our code (gevent's `hub.wait()` on a timer
+shows it; the same wait with a warm database does not). A server's hub lives in its
+own thread and ends with it, as each test's hub now does.
 """
 
 from __future__ import annotations
