@@ -184,7 +184,10 @@ def serve_controller(log_level: str, events_url: str | None) -> None:
     spool.cleanup()
 
 
-def _responder(commands: list[bytes]) -> Any:
+def responder(commands: list[bytes]) -> Any:
+    """A minimal FastAGI handler: reads the environment, sends `commands` one by one,
+    each awaiting its 200, and closes."""
+
     async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while (line := await reader.readline()) not in (b"\n", b""):
@@ -202,7 +205,7 @@ def _responder(commands: list[bytes]) -> Any:
 
 def serve_asyncio(commands: list[bytes]) -> None:
     async def main() -> None:
-        server = await asyncio.start_server(_responder(commands), "127.0.0.1", 0, backlog=1024)
+        server = await asyncio.start_server(responder(commands), "127.0.0.1", 0, backlog=1024)
         port = server.sockets[0].getsockname()[1]
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, _announce_and_wait, port)

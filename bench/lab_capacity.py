@@ -36,6 +36,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import redis
+import yaml
+from agi_load import cpu_seconds, responder  # this folder's FastAGI bench
 
 from ivr.check import load_hotline
 from ivr.lab.conf import Trunk
@@ -79,19 +81,10 @@ MINIMAL_COMMANDS = [
 def serve_minimal(port: int) -> None:
     import asyncio
 
-    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while (line := await reader.readline()) not in (b"\n", b""):
-                pass
-            for command in MINIMAL_COMMANDS if line else []:
-                writer.write(command)
-                if not (await reader.readline()).startswith(b"200"):
-                    break
-        finally:
-            writer.close()
-
     async def main() -> None:
-        server = await asyncio.start_server(respond, "127.0.0.1", port, backlog=1024)
+        server = await asyncio.start_server(
+            responder(MINIMAL_COMMANDS), "127.0.0.1", port, backlog=1024
+        )
         print("READY", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         server.close()
@@ -171,12 +164,6 @@ def serve_controller(config: str, events: str, agi_port: int, http_port: int) ->
     controller.stop()
 
 
-def cpu_s(pid: int) -> float:
-    """User and system CPU seconds of a process, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def share_of_events(hl: HotlineLab, lab: Lab, rate: int, seconds: int, talk_s: float,
                     rounds: int) -> None:  # fmt: skip
     redis_pid = int(redis.Redis.from_url(EVENTS_URL).info("server")["process_id"])
@@ -200,10 +187,10 @@ def share_of_events(hl: HotlineLab, lab: Lab, rate: int, seconds: int, talk_s: f
                 raise SystemExit("the bench's controller did not start")
             try:
                 pids = {"Asterisk": asterisk_pid, "controller": proc.pid, "Redis": redis_pid}
-                before = {k: cpu_s(pid) for k, pid in pids.items()}
+                before = {k: _cpu(pid) for k, pid in pids.items()}
                 ok, _ = run_rate(CONTROLLER_CALLER, rate, seconds, talk_s)
                 settle(lab)
-                used = {k: (cpu_s(pid) - before[k]) * 1000 / calls for k, pid in pids.items()}
+                used = {k: (_cpu(pid) - before[k]) * 1000 / calls for k, pid in pids.items()}
             finally:
                 proc.stdin.close()
                 proc.wait(30)
@@ -237,6 +224,13 @@ def share_of_events(hl: HotlineLab, lab: Lab, rate: int, seconds: int, talk_s: f
 # greeting, ringing) before the rate counts as not kept.
 LATE_S = 3.0
 EVENTS_URL = "redis://127.0.0.1:6379/15"  # the bench's events, on a database of their own
+
+
+def _cpu(pid: int) -> float:
+    seconds = cpu_seconds(pid)
+    if seconds is None:
+        raise SystemExit(f"process {pid} is gone: cannot read its CPU time")
+    return seconds
 
 
 def main() -> int:
@@ -273,9 +267,9 @@ def main() -> int:
         # As many calls in the controller as Asterisk takes (maxcalls below): the
         # configured bound would otherwise turn calls away before either side is full.
         settings = config / "config" / "controller.yaml"
-        text = settings.read_text()
-        assert "max_sessions: 2000" in text
-        settings.write_text(text.replace("max_sessions: 2000", "max_sessions: 4000"))
+        values = yaml.safe_load(settings.read_text())
+        values["agi"]["max_sessions"] = 4000
+        settings.write_text(yaml.safe_dump(values, allow_unicode=True))
         hotline = load_hotline(config)
         # events go to Redis as in production, on a database of their own
         hl = HotlineLab.create(config, name="bench", redis_url=EVENTS_URL)

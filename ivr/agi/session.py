@@ -403,27 +403,22 @@ class AgiSession(AGI):
         return None
 
     def _send(self, data: bytes, remaining: float) -> None:
-        """All of `data`, within `remaining` seconds and the send timeout.
-
-        A command line fits the socket's send buffer whenever Asterisk keeps up,
-        so it goes out in one send that keeps the GIL (see `_send_nowait`); only
-        the rest, if any, waits for the peer to read, up to the send timeout
-        (raises BlockingIOError when that expires)."""
-        sent = _send_nowait(self.sock, data)
-        if sent == len(data):
-            return
+        """All of `data`, within `remaining` seconds (raises BlockingIOError when the
+        peer has read nothing for the send timeout). A command line fits the socket's
+        buffer whenever Asterisk keeps up, so it goes out in one send with no wait."""
         view = memoryview(data)
-        # The send timeout is how long the peer may take nothing at all; a long value
-        # going out slowly is fine, within the session's own deadline.
+        sent = 0
         end = time.monotonic() + remaining
-        while sent < len(data):
+        while True:
+            with contextlib.suppress(BlockingIOError):  # the buffer is full: wait below
+                sent += self.sock.send(view[sent:])
+            if sent == len(data):
+                return
+            # The send timeout is how long the peer may take nothing at all; a long
+            # value going out slowly is fine, within the session's own deadline.
             left = min(self.limits.send_timeout, end - time.monotonic())
             if left <= 0 or not self._wait_writable(left):
                 raise BlockingIOError(errno.EAGAIN, "peer not reading")
-            try:
-                sent += self.sock.send(view[sent:])
-            except BlockingIOError:
-                continue
 
     def get_result(self, stdin: Any = None) -> ResultDict:
         """pyst2 API compatibility: read one result without a known command."""
@@ -582,15 +577,6 @@ def _wait(watcher: Any, timeout: float) -> bool:
     finally:
         watcher.stop()
         timer.stop()
-
-
-def _send_nowait(sock: socket.socket, data: bytes) -> int:
-    """Bytes of `data` sent at once, without waiting (0 when the buffer is full).
-    Raises OSError (EPIPE, ECONNRESET, ...) as sock.send does."""
-    try:
-        return sock.send(data)  # the socket is non-blocking
-    except BlockingIOError:
-        return 0
 
 
 def _close(sock: socket.socket) -> None:
