@@ -114,13 +114,24 @@ class Indicators:
         self.buckets: dict[tuple[str, str, str], Bucket] = {}
 
     def add(self, event: Mapping[str, Any]) -> None:
+        """One event as read from the stream (its fields as the schema names them)."""
         kind = event.get("type")
         call_id = str(event.get("call_id", ""))
         if kind == "call_offered":
-            self.open[call_id] = _Call(
-                str(event.get("region", "")), str(event.get("line", "")), _hour(event)
-            )
-            return
+            self.offer(call_id, str(event.get("region", "")), str(event.get("line", "")),
+                       _hour(event))  # fmt: skip
+        elif kind == "survey_result":
+            grade = event.get("label") or event.get("grade_label") or ""
+            self.fold(kind, call_id, event, str(grade))
+        else:
+            self.fold(kind, call_id, event)
+
+    def offer(self, call_id: str, region: str, line: str, hour: str) -> None:
+        """A call starts: it will count in this region, line and local hour."""
+        self.open[call_id] = _Call(region, line, hour)
+
+    def fold(self, kind: Any, call_id: str, event: Mapping[str, Any], grade: str = "") -> None:
+        """Any later event of an offered call; `grade` is a survey's grade label."""
         call = self.open.get(call_id)
         if call is None:  # its start is older than what we read: not counted
             return
@@ -136,11 +147,14 @@ class Indicators:
         elif kind == "transfer_failed":
             call.transfers_failed += 1
         elif kind == "survey_result":
-            call.grade = str(event.get("label") or event.get("grade_label") or "")
+            call.grade = grade
         elif kind == "call_ended":
             del self.open[call_id]
             key = (call.region, call.line, call.hour)
-            self.buckets.setdefault(key, Bucket()).add(call)
+            bucket = self.buckets.get(key)
+            if bucket is None:
+                bucket = self.buckets[key] = Bucket()
+            bucket.add(call)
 
     def extend(self, events: Iterable[Mapping[str, Any]]) -> Indicators:
         for event in events:
@@ -166,6 +180,21 @@ class Indicators:
             {**dict(zip(by, key, strict=True)), **bucket.figures()}
             for key, bucket in sorted(grouped.items())
         ]
+
+
+_this_hour: tuple[int, str] = (-1, "")
+
+
+def local_hour(epoch_s: float) -> str:
+    """The Asia/Shanghai hour of a moment, as buckets name it; worked out once an hour
+    (the live indicators ask on every call)."""
+    global _this_hour
+    hour = int(epoch_s // 3600)
+    cached = _this_hour
+    if cached[0] != hour:
+        cached = (hour, datetime.fromtimestamp(hour * 3600, SHANGHAI).strftime("%Y-%m-%d %H:00"))
+        _this_hour = cached
+    return cached[1]
 
 
 def _hour(event: Mapping[str, Any]) -> str:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
@@ -12,8 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ivr.core.clock import SHANGHAI
-from ivr.indicators import COUNTED, GRADES, Indicators
+from ivr.indicators import COUNTED, GRADES, Indicators, local_hour
 
 metrics = Blueprint("metrics", __name__)
 
@@ -43,19 +42,17 @@ class LiveIndicators:
         counted = [raw for raw in events if raw.get("type") in COUNTED]
         if not counted:
             return
-        stamp = datetime.now(SHANGHAI).isoformat()
+        call_id = call.call_id
+        indicators = self.indicators
         with self.lock:
             for raw in counted:
-                event = {
-                    **raw,
-                    "call_id": call.call_id,
-                    "region": call.route.region,
-                    "line": call.route.line,
-                    "ts_local": stamp,
-                }
-                if raw.get("type") == "survey_result":
-                    event["label"] = raw.get("grade")  # the engine names the grade itself
-                self.indicators.add(event)
+                kind = raw["type"]
+                if kind == "call_offered":
+                    route = call.route
+                    indicators.offer(call_id, route.region, route.line, local_hour(time.time()))
+                else:
+                    # the engine names a survey's grade by its label
+                    indicators.fold(kind, call_id, raw, str(raw.get("grade") or ""))
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self.lock:

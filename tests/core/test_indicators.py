@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from ivr.events import EVENT_TYPES
-from ivr.indicators import COUNTED, Indicators, render_table
+from ivr.indicators import COUNTED, Indicators, local_hour, render_table
 
 T = "2024-06-03T10:{:02d}:00+08:00"
 
@@ -142,3 +144,13 @@ def test_event_types_outside_counted_change_no_indicator() -> None:
         if kind not in COUNTED:
             assert Indicators().extend(call(kind)).rows() == plain, kind
     assert Indicators().extend(call("abandoned")).rows() != plain  # a counted one does
+
+
+def test_local_hour_is_shanghai_time_and_follows_the_clock() -> None:
+    # 2026-11-26 15:59:59 UTC is 23:59:59 in Shanghai; a second later is the next day.
+    before = datetime(2026, 11, 26, 15, 59, 59, tzinfo=UTC).timestamp()
+    assert local_hour(before) == "2026-11-26 23:00"
+    assert local_hour(before + 1) == "2026-11-27 00:00"
+    assert local_hour(before) == "2026-11-26 23:00"  # the cached hour is not kept too long
+    assert local_hour(before + 1 + 3599) == "2026-11-27 00:00"
+    assert local_hour(before + 1 + 3600) == "2026-11-27 01:00"
