@@ -125,9 +125,9 @@ local function add(i, strategy, threshold, new_groups, fields)
     end
     fresh[i] = false
   end
-  local cmd = {'XADD', KEYS[i], strategy, '~', threshold, '*'}
-  for _, v in ipairs(fields) do cmd[#cmd + 1] = v end
-  return redis.call(unpack(cmd))
+  -- unpack() straight into the call: building the command table field by field
+  -- cost about a fifth of the script's time per event.
+  return redis.call('XADD', KEYS[i], strategy, '~', threshold, '*', unpack(fields))
 end
 local out, touched = {}, {}
 for e, rec in ipairs(recs) do
