@@ -9,12 +9,13 @@ when too many are in progress, which would hide an overload). Needs root and the
 (scripts/provision-lab); takes a few minutes.
 
 With ``--share RATE`` it measures instead what the call events cost the whole of call
-handling: the same flow through the controller at a fixed rate, the controller (as
-`ivr serve` builds it) alternating between publishing every event (to Redis, and to the
-live indicators) and publishing none, for ``--rounds`` rounds. It reads the CPU time of
-Asterisk, the controller and redis-server over each run. Publishing changes nothing
-Asterisk does, so its cost is what it adds to the controller and to Redis; the share is
-that over the CPU of the whole call (Asterisk, controller and Redis, events on).
+handling: the same flow through the controller at a fixed rate, one controller (as
+`ivr serve` builds it) switched between publishing every event (to Redis, and to the
+live indicators) and publishing none for alternate runs, for ``--rounds`` rounds. It
+reads the CPU time of Asterisk, the controller and redis-server over each run.
+Publishing changes nothing Asterisk does, so its cost is what it adds to the controller
+and to Redis; the share is that over the CPU of the whole call (Asterisk, controller
+and Redis, events on).
 
     .venv/bin/python bench/lab_capacity.py [--rates 40,80,120,160] [--seconds 8]
     .venv/bin/python bench/lab_capacity.py --share 50 [--seconds 10] [--rounds 3]
@@ -27,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -145,27 +147,35 @@ def settle(lab: Lab, timeout: float = 45.0) -> bool:
 # -- --share: what the call events cost the whole call -------------------------------
 
 
-def serve_controller(config: str, events: str, agi_port: int, http_port: int) -> None:
-    """The controller as `ivr serve` builds it, in this process; with events "off" its
-    calls hand no event to anyone (no publishing, no live indicators)."""
+def serve_controller(config: str, events_url: str, agi_port: int, http_port: int) -> None:
+    """The controller as `ivr serve` builds it, in this process, publishing to
+    `events_url`. Each line "on" or "off" on stdin switches between handing every
+    call's events on (to Redis and the live indicators) and handing them to nobody;
+    the switch is acknowledged once the publisher has sent what it held."""
     from ivr.events import NoEvents
     from ivr.serve import Controller
     from ivr.settings import load_settings
 
     root = Path(config)
-    url = EVENTS_URL if events == "off" else events
     controller = Controller(root, load_settings(root), agi_address=("127.0.0.1", agi_port),
-                            http_address=("127.0.0.1", http_port), redis_url=url)  # fmt: skip
-    if events == "off":
-        controller.calls.events = NoEvents()
+                            http_address=("127.0.0.1", http_port),
+                            redis_url=events_url)  # fmt: skip
+    publishing = controller.calls.events
     controller.start()
     print("READY", flush=True)
-    sys.stdin.read()  # the bench ends us by closing our stdin
+    for line in sys.stdin:  # the bench ends us by closing our stdin
+        command = line.strip()
+        controller.calls.events = publishing if command == "on" else NoEvents()
+        controller.publisher.flush()
+        print(f"OK {command}", flush=True)
     controller.stop()
 
 
 def share_of_events(hl: HotlineLab, lab: Lab, rate: int, seconds: int, talk_s: float,
                     rounds: int) -> None:  # fmt: skip
+    """One controller for the whole measurement, switched between events on and off
+    for alternate runs (on first in odd rounds, off first in even ones): a process of
+    its own per run moved the controller's CPU per call by more than the events cost."""
     redis_pid = int(redis.Redis.from_url(EVENTS_URL).info("server")["process_id"])
     asterisk_pid = lab.asterisk_pid()
     assert asterisk_pid is not None
@@ -173,34 +183,36 @@ def share_of_events(hl: HotlineLab, lab: Lab, rate: int, seconds: int, talk_s: f
     rows: list[tuple[int, str, dict[str, float]]] = []
     print(f"{'round':<6} {'events':<8} {'ms of CPU per call:':<20} {'Asterisk':>9} "
           f"{'controller':>11} {'Redis':>7} {'all':>7}")  # fmt: skip
-    for n in range(1, rounds + 1):
-        for events in ("on", "off"):
-            proc = subprocess.Popen(
-                [sys.executable, __file__, "--serve-controller", str(hl.config),
-                 "--events", EVENTS_URL if events == "on" else "off",
-                 "--agi-port", str(hl.agi_port), "--http-port", str(hl.http_port)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            assert proc.stdout is not None and proc.stdin is not None
-            if proc.stdout.readline().strip() != "READY":
-                proc.kill()
-                raise SystemExit("the bench's controller did not start")
-            try:
-                pids = {"Asterisk": asterisk_pid, "controller": proc.pid, "Redis": redis_pid}
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve-controller", str(hl.config), "--events", EVENTS_URL,
+         "--agi-port", str(hl.agi_port), "--http-port", str(hl.http_port)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        if proc.stdout.readline().strip() != "READY":
+            raise SystemExit("the bench's controller did not start")
+        pids = {"Asterisk": asterisk_pid, "controller": proc.pid, "Redis": redis_pid}
+        for n in range(1, rounds + 1):
+            for events in ("on", "off") if n % 2 else ("off", "on"):
+                proc.stdin.write(f"{events}\n")
+                proc.stdin.flush()
+                if proc.stdout.readline().strip() != f"OK {events}":
+                    raise SystemExit("the bench's controller did not switch its events")
                 before = {k: _cpu(pid) for k, pid in pids.items()}
                 ok, _ = run_rate(CONTROLLER_CALLER, rate, seconds, talk_s)
                 settle(lab)
                 used = {k: (_cpu(pid) - before[k]) * 1000 / calls for k, pid in pids.items()}
-            finally:
-                proc.stdin.close()
-                proc.wait(30)
-            if not ok:
-                raise SystemExit(f"calls failed at {rate}/s: lower --share")
-            used["all"] = sum(used.values())
-            rows.append((n, events, used))
-            print(f"{n:<6} {events:<8} {'':<20} {used['Asterisk']:>9.2f} "
-                  f"{used['controller']:>11.2f} {used['Redis']:>7.2f} {used['all']:>7.2f}",
-                  flush=True)  # fmt: skip
+                if not ok:
+                    raise SystemExit(f"calls failed at {rate}/s: lower --share")
+                used["all"] = sum(used.values())
+                rows.append((n, events, used))
+                print(f"{n:<6} {events:<8} {'':<20} {used['Asterisk']:>9.2f} "
+                      f"{used['controller']:>11.2f} {used['Redis']:>7.2f} {used['all']:>7.2f}",
+                      flush=True)  # fmt: skip
+    finally:
+        proc.stdin.close()
+        proc.wait(30)
     shares, ctrl_shares, costs = [], [], []
     for n in range(1, rounds + 1):
         on = next(u for r, e, u in rows if r == n and e == "on")
@@ -214,9 +226,18 @@ def share_of_events(hl: HotlineLab, lab: Lab, rate: int, seconds: int, talk_s: f
         v = sorted(x * scale for x in values)
         return f"{v[0]:.{digits}f}–{v[-1]:.{digits}f} (median {v[len(v) // 2]:.{digits}f})"
 
+    def mean(events: str, part: str) -> float:
+        return statistics.fmean(u[part] for _, e, u in rows if e == events)
+
+    pooled = (mean("on", "controller") - mean("off", "controller")
+              + mean("on", "Redis") - mean("off", "Redis"))  # fmt: skip
     print(f"\n{calls} calls per run at {rate}/s, {rounds} rounds")
     print(f"events' CPU per call (controller + Redis, on minus off): {span(costs, 1000, 0)} µs")
     print(f"share of the whole call's CPU (Asterisk + controller + Redis): {span(shares, 100)} %")
+    print(
+        f"  from the means over all runs: {pooled * 1000:.0f} µs per call, "
+        f"{pooled / mean('on', 'all') * 100:.1f} %"
+    )
     print(f"share of the controller's own CPU: {span(ctrl_shares, 100)} %")
 
 
@@ -244,7 +265,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of --share (on, off)")
     parser.add_argument("--serve-controller", metavar="CONFIG", help=argparse.SUPPRESS)
     parser.add_argument("--serve-minimal", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--events", default="off", help=argparse.SUPPRESS)
+    parser.add_argument("--events", default=EVENTS_URL, help=argparse.SUPPRESS)
     parser.add_argument("--agi-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--http-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
