@@ -1,11 +1,13 @@
 """The bridge from a front-end's event sink to the Publisher.
 
-The FastAGI and Twilio front-ends hand over a call's engine events a few at a time
-(`call_events(call, events)`, after every instruction). This sink keeps one
-`EventRecorder` per call in progress, so the sequence numbers run on across those
-batches, stamps each event with the time it was handed over, adds the call's
-duration to `call_ended`, and publishes each batch with one `publish_many()`. It
-never raises and never blocks.
+The FastAGI front-end hands over a call's engine events a few at a time
+(`call_events(call, events)`, after every instruction). This sink stamps each batch
+with the time it was handed over and leaves the rest to the publisher's worker
+(`Publisher.publish_later`): there it keeps one `EventRecorder` per call in progress,
+so the sequence numbers run on across batches, adds the call's duration to
+`call_ended`, and buffers the events. The call pays for a clock read and an append;
+it never blocks, and nothing raises into it. A batch's events are the sink's once
+handed over: the front-end must not change them afterwards.
 
 A call's numbering lives in this process's memory: all of one call's events must
 go through one sink (true for FastAGI, where a call is one connection).
@@ -18,9 +20,10 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
-from ivr.events import CALL_ENDED, CallInfo, EventError, EventRecorder
+from ivr.events import CALL_ENDED, CallEvent, CallInfo, EventError, EventRecorder
 from ivr.platform.publisher import Publisher
 
 log = logging.getLogger(__name__)
@@ -71,14 +74,19 @@ class PublishingSink:
         return len(self._calls)
 
     def call_events(self, call: FrontEndCall, events: Sequence[Mapping[str, Any]]) -> None:
+        if not events:
+            return
         try:
-            self._record(call, events)
+            self._publisher.publish_later(partial(self._record, call, events, self._clock()))
         except Exception as exc:  # events must never cost a call
             log.error("call %s: events not published: %s", getattr(call, "call_id", "?"),
                       type(exc).__name__)  # fmt: skip
 
-    def _record(self, call: FrontEndCall, events: Sequence[Mapping[str, Any]]) -> None:
-        now = self._clock()
+    def _record(
+        self, call: FrontEndCall, events: Sequence[Mapping[str, Any]], now: datetime
+    ) -> list[CallEvent]:
+        """The batch's events, numbered on from the call's earlier ones (on the
+        publisher's worker, in the order the batches were handed over)."""
         with self._lock:
             entry = self._calls.get(call.call_id)
             if entry is None:
@@ -103,12 +111,12 @@ class PublishingSink:
                     self._publisher.refuse(
                         exc.reason, call_id=call.call_id, event_type=raw.get("type")
                     )
-        finally:
-            if made:  # in the order made, under one lock
-                self._publisher.publish_many(made)
+        except Exception as exc:  # a bug of ours: the events made so far still go
+            log.error("call %s: events not published: %s", call.call_id, type(exc).__name__)
         if recorder.ended:
             with self._lock:
                 self._calls.pop(call.call_id, None)
+        return made
 
     def _forget_stale(self, now: datetime) -> None:
         stale = [

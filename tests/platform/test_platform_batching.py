@@ -214,6 +214,7 @@ def test_a_call_that_never_ends_is_still_forgotten(make_publisher: MakePublisher
     def offer(n: int) -> None:
         sink.call_events(FrontEndInfo(f"1717378200.{n}", "13912345678", route),
                          [{"type": "call_offered"}])  # fmt: skip
+        assert pub.flush(5)  # the worker builds the events, and counts the calls
 
     offer(1)
     clock.now += timedelta(seconds=5)
@@ -229,3 +230,86 @@ def test_a_call_that_never_ends_is_still_forgotten(make_publisher: MakePublisher
     offer(5)
     assert sink.open_calls == 3  # swept: the second went, the fifth came
     assert pub.flush(5) and pub.stats()["published"] == 5
+
+
+# -- publish_later: a front-end's batches, built by the worker ----------------------------
+
+
+def test_handed_batches_are_built_on_the_worker_in_the_order_handed(
+    make_publisher: MakePublisher, platform: redis.Redis
+) -> None:
+    pub = make_publisher(linger_s=30.0, batch_size=1000)
+    events = interleaved(range(6))
+    built_on: set[str] = set()
+
+    def batch(part: list[CallEvent]) -> Callable[[], list[CallEvent]]:
+        def build() -> list[CallEvent]:
+            built_on.add(threading.current_thread().name)
+            return part
+
+        return build
+
+    for n in range(0, len(events), 4):
+        pub.publish_later(batch(events[n : n + 4]))
+    time.sleep(0.2)
+    assert built_on == set()  # nothing built on the caller's time, nor before the linger
+    assert pub.pending() > 0
+    assert pub.flush(5)  # flush() has the worker build and send them at once
+    assert built_on == {"ivr-event-publisher"}
+    assert read_calls(platform) == expected(events)
+
+
+def test_batches_handed_before_close_are_delivered_and_after_it_refused(
+    make_publisher: MakePublisher, platform: redis.Redis
+) -> None:
+    pub = make_publisher(linger_s=30.0)
+    before, after = simulate_call(call_info(1)), simulate_call(call_info(2))
+    pub.publish_later(lambda: before)
+    assert pub.close(5)  # the worker builds and sends what was handed before
+    assert read_calls(platform) == expected(before)
+    pub.publish_later(lambda: after)
+    stats = pub.stats()
+    assert stats["published"] == len(before)
+    assert stats["refused"] == len(after) and stats["dropped"] == 0
+
+
+def test_a_worker_far_behind_has_the_caller_build_after_everything_older(
+    make_publisher: MakePublisher, platform: redis.Redis
+) -> None:
+    # A buffer of 3 with a worker lingering for long: the fourth batch handed finds
+    # the queue full, so the caller builds all four itself, oldest first.
+    pub = make_publisher(linger_s=30.0, buffer_size=3, batch_size=1000)
+    events = simulate_call(call_info(7), outcome=OUTCOMES[1])
+    parts = [events[:1], events[1:2], events[2:3], events[3:]]
+    built_on: list[str] = []
+    for part in parts:
+
+        def build(part: list[CallEvent] = part) -> list[CallEvent]:
+            built_on.append(threading.current_thread().name)
+            return part
+
+        pub.publish_later(build)
+    assert built_on == [threading.current_thread().name] * 4
+    assert pub.flush(5)
+    assert read_calls(platform) == expected(events)
+    assert pub.stats()["dropped"] == 0
+
+
+def test_a_failing_batch_is_logged_and_counted_and_the_rest_go_on(
+    server: RedisServer, platform: redis.Redis, tmp_path: Path, caplog: Any
+) -> None:
+    pub = Publisher(server.url(WRITER_USER, WRITER_PASSWORD), tmp_path / "spool")
+    events = simulate_call(call_info(3))
+
+    def broken() -> list[CallEvent]:
+        raise RuntimeError("a bug in a sink")
+
+    try:
+        pub.publish_later(broken)
+        pub.publish_later(lambda: events)
+        assert pub.flush(5)
+        assert read_calls(platform) == expected(events)
+        assert "could not be built: RuntimeError" in caplog.text
+        assert pub.stats()["dropped"] == 1  # a loss, and said so
+    finally:
+        pub.close(5)
