@@ -14,7 +14,7 @@ stopped at the end. Figures printed:
   the first publish() until flush() says Redis has acknowledged every one, and
   that rate against redis-benchmark's;
 - publish() latency as the call sees it, with Redis up and with Redis down;
-- the share of call-handling CPU, measured as the controller works: calls arrive
+- the events' CPU per call, measured as the controller works: calls arrive
   at --rate per second, each walked by the call engine, and after every
   instruction its new events go to a PublishingSink (as the FastAGI front-end hands
   them over). The same calls run without events and with them, alternating for
@@ -22,10 +22,11 @@ stopped at the end. Figures printed:
   worker; not redis-server's) per call is compared. The ranges over the rounds are
   printed: the machine is shared, so one round proves little.
 
-The engine walk here is the call's routing work only. The whole controller also
-speaks FastAGI (bench/agi_load.py gives its CPU per call, with and without
---events); the events' absolute cost per call printed here is what to set
-against that.
+The engine walk here is the call's routing work only, so the events' cost over it
+is no share of call handling. The whole controller also speaks FastAGI
+(bench/agi_load.py gives its CPU per call, with and without --events), and Asterisk
+does the call itself: bench/lab_capacity.py --share RATE measures the events' share
+of the whole call's CPU on real calls in the lab.
 """
 
 from __future__ import annotations
@@ -463,7 +464,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
         ("  without events (the engine walking the call)", span(bare)),
         ("  with events (building, publishing, worker)", span(with_events)),
         ("  the events' cost per call", span(costs)),
-        ("  events' share of the call-handling CPU here", span(shares, 100, "%")),
+        ("  events' cost over the engine walk's alone", span(shares, 100, "%")),
         (
             f"CPU for {PEAK_DAY_CALLS:,} calls/day of events",
             f"{PEAK_DAY_CALLS * statistics.median(costs):.1f} s/day of one core",
