@@ -513,6 +513,7 @@ class Publisher:
             with self._stats_lock:
                 out: dict[str, int | bool] = dict(self._n)
             out["queue_depth"] = len(self._intake) + self._holding
+            out["handed_over"] = len(self._later)  # batches, not events: built at the worker
             out["spill_pending"] = self._spill.count if self._spill else 0
         out["backlog_disk"] = self._disk_pending
         out["backlog_memory"] = len(self._tail)
@@ -944,6 +945,11 @@ class PublisherCollector(Collector):
         backlog.add_metric(["disk"], int(s["backlog_disk"]))
         backlog.add_metric(["memory"], int(s["backlog_memory"]))
         yield backlog
+        yield GaugeMetricFamily(
+            "ivr_publisher_handed_over",
+            "Front-end batches handed over, not yet built into events (see publish_later)",
+            value=int(s["handed_over"]),
+        )
         yield GaugeMetricFamily(
             "ivr_publisher_redis_up", "1 if Redis answered last time", value=int(s["redis_up"])
         )

@@ -253,7 +253,8 @@ def test_handed_batches_are_built_on_the_worker_in_the_order_handed(
         pub.publish_later(batch(events[n : n + 4]))
     time.sleep(0.2)
     assert built_on == set()  # nothing built on the caller's time, nor before the linger
-    assert pub.pending() > 0
+    handed = len(range(0, len(events), 4))
+    assert pub.pending() == handed and pub.stats()["handed_over"] == handed
     assert pub.flush(5)  # flush() has the worker build and send them at once
     assert built_on == {"ivr-event-publisher"}
     assert read_calls(platform) == expected(events)
