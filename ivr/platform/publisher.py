@@ -6,8 +6,8 @@ it and does all Redis and disk work:
 
 - A front-end may hand a call's events over unbuilt (`publish_later()`): the worker
   builds them, checks them and buffers them just before it takes the buffer, in the
-  order they were handed. Built a few dozen at a time, they cost about half what
-  they cost one hand-over at a time between a call's AGI commands.
+  order they were handed. Built a few dozen at a time, they cost the controller
+  markedly less than one hand-over at a time between a call's AGI commands.
 - Redis answers: the buffer goes to Redis in batches, one Lua script per batch.
   The worker looks at the buffer every `linger_s` (50 ms), or at once when a
   whole batch is waiting or `flush()` asks, so a busy controller pays one
