@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 ResultDict = dict[str, tuple[str, str]]
 
 _ENV_LINE = re.compile(r"(agi_[A-Za-z0-9_]+):[ \t]?(.*)")
+# A whole block of such lines (no CR), checked in one match rather than line by line.
+_ENV_BLOCK = re.compile(r"(?:agi_[A-Za-z0-9_]+:[^\n\r]*\n)*agi_[A-Za-z0-9_]+:[^\n\r]*")
 # Digit runs long enough to be a phone number. Runs glued to a '.' followed by
 # digits (uniqueids like 1732612345.17, IP addresses) stay readable because logs
 # need them to follow a call.
@@ -264,7 +266,22 @@ class AgiSession(AGI):
         if end <= 0:
             return 0
         env = self.env
-        for lines, chunk in enumerate(self._buf[:end].split(b"\n"), 1):
+        block = self._buf[:end]
+        chunks = block.split(b"\n")
+        text = block.decode("utf-8", errors="replace")
+        if (
+            len(chunks) <= limits.max_env_lines
+            and max(map(len, chunks)) <= limits.max_line
+            and _ENV_BLOCK.fullmatch(text)
+        ):
+            # The usual block, well-formed: split it without a match per line.
+            for line in text.split("\n"):
+                name, _, value = line.partition(":")
+                env[name] = value.strip()
+            del self._buf[: end + 2]
+            return -1
+        # Otherwise line by line, which says which line is wrong.
+        for lines, chunk in enumerate(chunks, 1):
             if lines > limits.max_env_lines:
                 raise BadSession(f"more than {limits.max_env_lines} environment lines")
             if len(chunk) > limits.max_line:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -25,6 +26,7 @@ from ivr.agi import (
     UsageError,
     mask_text,
 )
+from ivr.agi.session import _ENV_LINE
 
 from .fake_asterisk import CALLER, UNIQUEID, FakeAsterisk
 
@@ -550,3 +552,42 @@ def test_close_is_idempotent_and_asterisk_sees_the_end_at_once(pair) -> None:
     assert peer.wait_closed() < 0.5
     session.close()
     session.abort()  # after close: nothing to cut, no error
+
+
+TRICKY_ENV = [
+    "agi_request: agi://127.0.0.1:4573/incoming_call",  # colons in the value
+    "agi_calleridname: 张三 ",  # not ASCII, a trailing space
+    "agi_accountcode: ",  # empty
+    "agi_arg_1:fuzhou-ct",  # no space after the colon
+    "agi_arg_2:\t\tdouble tab",
+    "agi_arg_3: a\x01b",  # a control character stays in the value
+]
+
+
+def test_environment_in_one_piece_reads_as_line_by_line(pair) -> None:
+    # The one-piece path must give exactly what matching each line gives.
+    sock, peer = pair
+    session = AgiSession(sock, FAST)
+    peer.send_raw("\n".join(TRICKY_ENV).encode() + b"\n\n")
+    by_line = {}
+    for line in TRICKY_ENV:
+        m = _ENV_LINE.fullmatch(line)
+        assert m is not None
+        by_line[m.group(1)] = m.group(2).strip()
+    assert session.read_env() == by_line
+    assert by_line["agi_arg_2"] == "double tab" and by_line["agi_arg_3"] == "a\x01b"
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ("agi_ok: 1\nnot_agi: 2", "not an AGI environment line: 'not_agi: 2'"),
+        ("agi_ok: 1\nagi_long: " + "x" * 5000, "line longer than 4096 bytes"),
+    ],
+)
+def test_environment_in_one_piece_names_what_is_wrong(pair, bad: str, reason: str) -> None:
+    sock, peer = pair
+    session = AgiSession(sock, FAST)
+    peer.send_raw(bad.encode() + b"\n\n")
+    with pytest.raises(BadSession, match=re.escape(reason)):
+        session.read_env()
