@@ -325,7 +325,8 @@ class _Channel:
         block = (timeout + 30.0) if timeout else _NO_TIMEOUT_CAP
         self.connect_started = time.monotonic()
         target = connect.target
-        with agi.command_timeout(block):
+        # A -1 from Queue or Dial is the caller leaving, however late Asterisk says so.
+        with agi.command_timeout(block), agi.hangup_expected():
             if target.queue:
                 agi.appexec(
                     "Queue", f"{target.queue},{self.settings.queue_options},,,{timeout or ''}"

@@ -118,6 +118,10 @@ class UsageError(AGIUsageError):
 # application: measured in the lab, the line follows the -1 of an interrupted Queue
 # within a few milliseconds.
 HANGUP_GRACE_S = 0.25
+# The same for Queue and Dial (see `hangup_expected`): their -1 is a caller who left
+# all but always, and with Asterisk's CPU saturated the HANGUP line was seen to come
+# later than HANGUP_GRACE_S, which turned departed callers into controller failures.
+CONNECT_HANGUP_GRACE_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +191,7 @@ class AgiSession(AGI):
         self._started = time.monotonic()
         self._deadline = self._started + self.limits.session_deadline
         self._result_timeout = self.limits.result_timeout
+        self._hangup_grace = HANGUP_GRACE_S
         self._hung_up = False
         self._closed = False
         self._close_lock = threading.Lock()
@@ -347,6 +352,18 @@ class AgiSession(AGI):
             self._result_timeout = before
             self._deadline = max(self._deadline, time.monotonic() + self.limits.session_deadline)
 
+    @contextlib.contextmanager
+    def hangup_expected(self, grace: float = CONNECT_HANGUP_GRACE_S) -> Iterator[None]:
+        """In this block a result=-1 waits up to `grace` seconds for Asterisk's HANGUP
+        line before it counts as a failed application: for commands whose -1 means
+        the caller left (Queue, Dial), however late Asterisk says so."""
+        before = self._hangup_grace
+        self._hangup_grace = grace
+        try:
+            yield
+        finally:
+            self._hangup_grace = before
+
     # --------------------------------------------- pyst2's I/O, replaced
 
     def _quote(self, string: Any) -> str:
@@ -479,7 +496,7 @@ class AgiSession(AGI):
             # -1; Asterisk follows a hangup with a HANGUP line, sometimes only
             # just after the -1 (seen after Queue), so give it a moment to arrive
             # before calling it an application error.
-            if data == "hangup" or self._hangup_pending(HANGUP_GRACE_S):
+            if data == "hangup" or self._hangup_pending(self._hangup_grace):
                 self._hung_up = True
                 raise CallerHungUp(f"caller hung up during {_show(command)}")
             raise AGIAppError(f"{_show(command)} failed (result=-1)")

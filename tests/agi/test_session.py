@@ -591,3 +591,38 @@ def test_environment_in_one_piece_names_what_is_wrong(pair, bad: str, reason: st
     peer.send_raw(bad.encode() + b"\n\n")
     with pytest.raises(BadSession, match=re.escape(reason)):
         session.read_env()
+
+
+def _late_hangup(peer: FakeAsterisk, delay: float) -> list[str]:
+    """Asterisk with its CPU saturated: Queue's -1 now, the HANGUP line `delay` later."""
+    command = peer.read_command()
+    peer.reply("200 result=-1")
+    time.sleep(delay)
+    peer.reply("HANGUP")
+    return [command or ""]
+
+
+def test_a_late_hangup_after_queue_is_still_the_caller_leaving(pair, pool) -> None:
+    sock, peer = pair
+    session = AgiSession(sock, FAST)
+    peer.send_env()
+    session.read_env()
+    played = start(pool, _late_hangup, peer, 0.6)  # later than HANGUP_GRACE_S
+    with session.hangup_expected(), pytest.raises(CallerHungUp):
+        session.appexec("Queue", "fuzhou-12345,c,,,60")
+    assert session.hung_up
+    assert played.result(timeout=2) == ['EXEC Queue "fuzhou-12345,c,,,60"']
+
+
+def test_outside_a_connect_a_late_hangup_leaves_an_app_error(pair, pool) -> None:
+    # A prompt that cannot play also answers -1: that one must not wait long.
+    sock, peer = pair
+    session = AgiSession(sock, FAST)
+    peer.send_env()
+    session.read_env()
+    start(pool, _late_hangup, peer, 0.6)
+    started = time.monotonic()
+    with pytest.raises(AGIAppError) as info:
+        session.stream_file("welcome")
+    assert not isinstance(info.value, CallerHungUp)
+    assert time.monotonic() - started < 0.5

@@ -88,6 +88,7 @@ def run_call(
     *,
     dead_facts: str = "",
     hangup_after_result: bool = False,
+    hangup_delay: float = 0.05,
     **env: str,
 ) -> list[str]:
     """One call; after a hangup the peer answers as Asterisk's dead AGI mode does:
@@ -112,7 +113,7 @@ def run_call(
                 dead = True
                 if hangup_after_result:  # as seen after Queue: the -1 first, HANGUP after
                     peer.reply("200 result=-1")
-                    time.sleep(0.05)
+                    time.sleep(hangup_delay)
                     peer.reply("HANGUP")
                 else:
                     peer.reply("HANGUP", "200 result=-1")
@@ -216,9 +217,13 @@ def test_pingtan_did_on_a_fuzhou_trunk_corrects_the_glue_fallback(controller) ->
     assert 'EXEC Queue "pingtan-12345,c,,,60"' in commands
 
 
-@pytest.mark.parametrize("hangup_after_result", [False, True])
+@pytest.mark.parametrize(
+    ("hangup_after_result", "hangup_delay"),
+    [(False, 0.0), (True, 0.05), (True, 0.6)],
+    ids=["hangup-first", "hangup-just-after", "hangup-late"],  # late: Asterisk saturated
+)
 def test_caller_hangs_up_while_queued_is_abandoned(
-    controller, recorder: Recorder, hangup_after_result: bool
+    controller, recorder: Recorder, hangup_after_result: bool, hangup_delay: float
 ) -> None:
     commands = run_call(
         controller,
@@ -226,6 +231,7 @@ def test_caller_hangs_up_while_queued_is_abandoned(
         agi_arg_1="longyan-ct",
         dead_facts="||",
         hangup_after_result=hangup_after_result,
+        hangup_delay=hangup_delay,
     )
     assert commands[-1].startswith("GET FULL VARIABLE")  # asked the dead channel
     types = recorder.types()
