@@ -371,11 +371,14 @@ class Publisher:
         raises, never waits on Redis or the disk."""
         try:
             later = self._later
-            if self._closed or len(later) >= self._buffer_size:
-                # Closed (its events are refused, and counted) or the worker is far
-                # behind: build here, after every batch handed before, to keep the order.
+            if self._closed:  # its events are refused, and counted, after those before
                 self._build_later(build)
                 return
+            if len(later) >= self._buffer_size:
+                # The worker is far behind: take the oldest batch's worth off its hands
+                # (built here, oldest first, so order holds), which bounds both the
+                # queue and what one call pays.
+                self._build_oldest(self._batch_size)
             later.append(build)
             if self._closed:  # closed meanwhile: the worker may be gone, so build here
                 self._build_later(from_worker=False)
@@ -402,6 +405,13 @@ class Publisher:
                 later.popleft()
             if last is not None:
                 self._publish_built(last, False)
+
+    def _build_oldest(self, count: int) -> None:
+        with self._build_lock:
+            later = self._later
+            for _ in range(min(count, len(later))):
+                self._publish_built(later[0], False)
+                later.popleft()
 
     def _publish_built(self, build: Callable[[], Sequence[CallEvent]], from_worker: bool) -> None:
         try:

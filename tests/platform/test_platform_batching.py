@@ -274,14 +274,16 @@ def test_batches_handed_before_close_are_delivered_and_after_it_refused(
     assert stats["refused"] == len(after) and stats["dropped"] == 0
 
 
-def test_a_worker_far_behind_has_the_caller_build_after_everything_older(
+def test_a_worker_far_behind_has_the_caller_build_the_oldest_first(
     make_publisher: MakePublisher, platform: redis.Redis
 ) -> None:
-    # A buffer of 3 with a worker lingering for long: the fourth batch handed finds
-    # the queue full, so the caller builds all four itself, oldest first.
+    # A queue of 3 batches with a worker lingering for long: the fourth hand-over
+    # finds it full, builds the three oldest itself and queues its own; the worker
+    # builds the rest. The call's events keep their order on the stream.
     pub = make_publisher(linger_s=30.0, buffer_size=3, batch_size=1000)
     events = simulate_call(call_info(7), outcome=OUTCOMES[1])
-    parts = [events[:1], events[1:2], events[2:3], events[3:]]
+    assert len(events) >= 6
+    parts = [events[:1], events[1:2], events[2:3], events[3:4], events[4:5], events[5:]]
     built_on: list[str] = []
     for part in parts:
 
@@ -290,8 +292,10 @@ def test_a_worker_far_behind_has_the_caller_build_after_everything_older(
             return part
 
         pub.publish_later(build)
-    assert built_on == [threading.current_thread().name] * 4
+    here = threading.current_thread().name
+    assert built_on == [here] * 3 and pub.stats()["handed_over"] == 3
     assert pub.flush(5)
+    assert built_on == [here] * 3 + ["ivr-event-publisher"] * 3
     assert read_calls(platform) == expected(events)
     assert pub.stats()["dropped"] == 0
 
