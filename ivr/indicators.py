@@ -200,10 +200,9 @@ def local_hour(epoch_s: float) -> str:
 def _hour(event: Mapping[str, Any]) -> str:
     stamp = event.get("ts_local") or event.get("ts_utc")
     try:
-        moment = datetime.fromisoformat(str(stamp)).astimezone(SHANGHAI)
-    except ValueError:
+        return local_hour(datetime.fromisoformat(str(stamp)).timestamp())
+    except (ValueError, OverflowError, OSError):
         return "unknown"
-    return moment.strftime("%Y-%m-%d %H:00")
 
 
 def _number(value: Any) -> float | None:

@@ -378,7 +378,7 @@ class Publisher:
                 # The worker is far behind: take the oldest batch's worth off its hands
                 # (built here, oldest first, so order holds), which bounds both the
                 # queue and what one call pays.
-                self._build_oldest(self._batch_size)
+                self._build_later(count=self._batch_size)
             later.append(build)
             if self._closed:  # closed meanwhile: the worker may be gone, so build here
                 self._build_later(from_worker=False)
@@ -391,33 +391,32 @@ class Publisher:
             self._count("dropped")
 
     def _build_later(
-        self, last: Callable[[], Sequence[CallEvent]] | None = None, from_worker: bool = False
+        self,
+        last: Callable[[], Sequence[CallEvent]] | None = None,
+        from_worker: bool = False,
+        count: int | None = None,
     ) -> None:
-        """Build and buffer every handed batch, oldest first, then `last`. A batch
-        leaves the queue only once its events are buffered, so that `pending()`
-        never reads 0 in between. The worker buffers them even while `close()`
-        waits for it (they were handed before); anyone else, once closed, has
-        them refused and counted, as `publish()` would."""
+        """Build and buffer the handed batches, oldest first (every one, or the oldest
+        `count`), then `last`. A batch leaves the queue only once its events are
+        buffered, so that `pending()` never reads 0 in between. The worker buffers
+        them even while `close()` waits for it (they were handed before); anyone
+        else, once closed, has them refused and counted, as `publish()` would."""
         with self._build_lock:
             later = self._later
-            while later:
+            built = 0
+            while later and (count is None or built < count):
                 self._publish_built(later[0], from_worker)
                 later.popleft()
+                built += 1
             if last is not None:
                 self._publish_built(last, False)
-
-    def _build_oldest(self, count: int) -> None:
-        with self._build_lock:
-            later = self._later
-            for _ in range(min(count, len(later))):
-                self._publish_built(later[0], False)
-                later.popleft()
 
     def _publish_built(self, build: Callable[[], Sequence[CallEvent]], from_worker: bool) -> None:
         try:
             events = build()
         except Exception as exc:  # a bug in a front-end's sink: say so, go on
-            log.error("a front-end's events could not be built: %s", _describe(exc))
+            # the class only: a builder's message may quote the call's data
+            log.error("a front-end's events could not be built: %s", type(exc).__name__)
             self._count("dropped")
             return
         if events:
