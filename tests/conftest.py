@@ -6,12 +6,18 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from ivr.check import load_hotline
 from ivr.core.routing import Hotline
 from ivr.paths import bundled_root
 
 CONFIG_PARTS = ("config", "dialplans", "prompts", "transfer")
+
+# How long an example takes is the benchmarks' business: on a loaded machine (CI runs
+# the real Asterisk beside these tests) a slow example is no failure.
+settings.register_profile("ivr", deadline=None)
+settings.load_profile("ivr")
 
 
 @pytest.fixture(scope="session")
