@@ -7,6 +7,8 @@ engine's business, and when to come back is the blueprint's.
 from __future__ import annotations
 
 import logging
+import re
+import threading
 from typing import Any
 
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
@@ -19,6 +21,143 @@ log = logging.getLogger(__name__)
 
 DIAL_TIMEOUT_MAX = 600  # Twilio's <Dial timeout> bounds
 DIAL_TIMEOUT_MIN = 5
+
+
+# -- a webhook's answer: the twilio library renders each shape once ----------------------
+
+
+class Twiml:
+    """A TwiML document being built, with the calls of `VoiceResponse` the webhooks use.
+
+    Two calls of one flow get the same document but for their continuation URLs (each
+    carries the call's id, step and token). So the verbs are kept with those URLs
+    replaced by numbered slots: that is the document's shape. The twilio library renders
+    each shape once (`render_shape`), and a webhook fills the call's URLs into the
+    cached text: building and serializing the document was a webhook's costliest part.
+    """
+
+    __slots__ = ("_urls", "_verbs")
+
+    def __init__(self, urls: list[str] | None = None) -> None:
+        self._verbs: list[tuple[Any, ...]] = []
+        self._urls = [] if urls is None else urls  # shared with nested verbs, in order
+
+    def _slot(self, url: str) -> str:
+        self._urls.append(url)
+        return _SLOT.format(len(self._urls) - 1)
+
+    def play(self, url: str) -> None:
+        self._verbs.append(("play", url))
+
+    def say(self, text: str, *, language: str | None = None, voice: str | None = None) -> None:
+        self._verbs.append(("say", text, language, voice))
+
+    def _options(self, options: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+        """Keyword arguments in their order, the URLs among them as slots."""
+        return tuple(
+            (name, self._slot(value) if name in _URL_OPTIONS and value is not None else value)
+            for name, value in options.items()
+        )
+
+    def gather(self, **options: Any) -> Twiml:
+        child = Twiml(self._urls)
+        self._verbs.append(("gather", self._options(options), child))
+        return child
+
+    def redirect(self, url: str, **options: Any) -> None:
+        self._verbs.append(("redirect", self._slot(url), self._options(options)))
+
+    def enqueue(self, name: str, **options: Any) -> None:
+        self._verbs.append(("enqueue", name, self._options(options)))
+
+    def dial(self, **options: Any) -> Twiml:
+        child = Twiml(self._urls)
+        self._verbs.append(("dial", self._options(options), child))
+        return child
+
+    def sip(self, uri: str) -> None:
+        self._verbs.append(("sip", uri))
+
+    def client(self, identity: str) -> None:
+        self._verbs.append(("client", identity))
+
+    def number(self, number: str) -> None:
+        self._verbs.append(("number", number))
+
+    def hangup(self) -> None:
+        self._verbs.append(("hangup",))
+
+    def shape(self) -> tuple[Any, ...]:
+        """The verbs with their URLs as slots: equal for every call of one flow step."""
+        return tuple(
+            (*verb[:-1], verb[-1].shape()) if isinstance(verb[-1], Twiml) else verb
+            for verb in self._verbs
+        )
+
+    def __str__(self) -> str:
+        parts = _rendered.get(shape := self.shape())
+        if parts is None:
+            parts = _remember(shape)
+        urls = self._urls
+        return "".join(
+            part if n % 2 == 0 else _escape(urls[int(part)]) for n, part in enumerate(parts)
+        )
+
+
+# A slot is text the library writes as it is (no character XML escapes) and no prompt
+# or setting holds.
+_SLOT = "urn:ivr-slot:{}:"
+_URL_OPTIONS = frozenset({"action", "wait_url", "status_callback"})
+_SLOTS = re.compile(r"urn:ivr-slot:(\d+):")
+_MAX_SHAPES = 4096  # shapes come from the configuration; this only bounds a bad one
+_rendered: dict[tuple[Any, ...], list[str]] = {}
+_rendering = threading.Lock()
+
+
+def _remember(shape: tuple[Any, ...]) -> list[str]:
+    """The shape rendered by the twilio library, split at its slots: text, slot number,
+    text, and so on."""
+    parts = _SLOTS.split(str(render_shape(shape)))
+    with _rendering:
+        if len(_rendered) >= _MAX_SHAPES:
+            _rendered.clear()
+        _rendered[shape] = parts
+    return parts
+
+
+def render_shape(shape: tuple[Any, ...], parent: Any = None) -> VoiceResponse:
+    """A shape as the twilio library's document, slots and all."""
+    response = parent if parent is not None else VoiceResponse()
+    for verb in shape:
+        kind = verb[0]
+        if kind == "play":
+            response.play(verb[1])
+        elif kind == "say":
+            response.say(verb[1], language=verb[2], voice=verb[3])
+        elif kind == "gather":
+            render_shape(verb[2], response.gather(**dict(verb[1])))
+        elif kind == "redirect":
+            response.redirect(verb[1], **dict(verb[2]))
+        elif kind == "enqueue":
+            response.enqueue(verb[1], **dict(verb[2]))
+        elif kind == "dial":
+            render_shape(verb[2], response.dial(**dict(verb[1])))
+        elif kind in ("sip", "client", "number"):
+            getattr(response, kind)(verb[1])
+        elif kind == "hangup":
+            response.hangup()
+        else:
+            raise ValueError(f"no TwiML verb {kind!r}")
+    return response
+
+
+def _escape(url: str) -> str:
+    """A URL as the library writes an attribute or text (our URLs need only &)."""
+    if "&" in url:
+        url = url.replace("&", "&amp;")
+    if "<" in url or ">" in url or '"' in url:
+        url = url.replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    return url
 
 
 class _Fields(dict[str, str]):
@@ -39,7 +178,7 @@ class Renderer:
         entry = self.hotline.catalog.prompts.get(prompt)
         return f"{prompt}-{self.route.line}" if entry and entry.per_line else prompt
 
-    def prompt(self, parent: VoiceResponse | Gather, prompt: str) -> None:
+    def prompt(self, parent: VoiceResponse | Gather | Twiml, prompt: str) -> None:
         """<Play> the rendered prompt, or <Say> its catalog text when no audio is served."""
         base = self.settings.prompts_base_url
         if base is not None:
@@ -54,7 +193,7 @@ class Renderer:
 
     def keys(
         self,
-        response: VoiceResponse,
+        response: VoiceResponse | Twiml,
         prompt: str,
         *,
         max_digits: int,
@@ -69,7 +208,12 @@ class Renderer:
         response.redirect(action, method="POST")
 
     def connect(
-        self, response: VoiceResponse, connect: Connect, *, action: str, wait_url: str | None
+        self,
+        response: VoiceResponse | Twiml,
+        connect: Connect,
+        *,
+        action: str,
+        wait_url: str | None,
     ) -> str:
         """<Enqueue> or <Dial>; returns "queue" or "dial": which result fields will come."""
         destination = self.destination(connect)
@@ -97,7 +241,7 @@ class Renderer:
         raise ValueError(f"target {target.id} has neither a queue nor a number")
 
 
-def dial_to(dial: Dial, destination: Destination) -> None:
+def dial_to(dial: Dial | Twiml, destination: Destination) -> None:
     if destination.kind == "sip":
         dial.sip(destination.value)
     elif destination.kind == "client":

@@ -48,7 +48,7 @@ from ivr.core.privacy import mask_number
 from ivr.core.routing import Call, Hotline, Route
 from ivr.events import EventSink, NoEvents
 from ivr.twilio.events import TwilioCall
-from ivr.twilio.render import Renderer, seats_twiml, wait_twiml
+from ivr.twilio.render import Renderer, Twiml, seats_twiml, wait_twiml
 from ivr.twilio.settings import TwilioSettings, number_key
 from ivr.twilio.signature import SignatureChecker
 from ivr.twilio.state import CallRecord, MemoryStateStore, StateStore, Tokens
@@ -248,7 +248,7 @@ class TwilioWebhooks:
             if record.state.get("done") or "transfer" in record.extra:
                 # a late result for a call that has ended, or the queue's or dial's own
                 # report once a seat's transfer moved the caller: Twilio ignores it
-                return _twiml(VoiceResponse())
+                return _twiml(Twiml())
             log.warning(
                 "twilio call %s: replayed continuation refused (409): step %d, current %d",
                 sid,
@@ -263,12 +263,12 @@ class TwilioWebhooks:
             result = connect_result(form, record, turn.now)
             if gone or form.get("QueueResult") == "hangup":
                 session.caller_hung_up(answered=result.outcome == "answered", wait_s=result.wait_s)
-                response = VoiceResponse()
+                response = Twiml()
             else:
                 response = self._walk(turn, session.resume(result))
         elif gone:
             session.caller_hung_up()
-            response = VoiceResponse()
+            response = Twiml()
         else:
             response = self._walk(turn, session.resume(form.get("Digits", "")))
         return self._commit(turn, step, response)
@@ -316,7 +316,7 @@ class TwilioWebhooks:
                 turn.session.caller_hung_up(answered=False, wait_s=max(0.0, waited))
             else:
                 turn.session.caller_hung_up()
-            if self._commit(turn, record.step, VoiceResponse()).status_code == 200:
+            if self._commit(turn, record.step, Twiml()).status_code == 200:
                 return Response(status=204)
         log.warning("twilio call %s: status callback lost the race three times", sid)
         return Response(status=204)
@@ -356,10 +356,10 @@ class TwilioWebhooks:
 
     # -- the walk --------------------------------------------------------------------
 
-    def _walk(self, turn: _Turn, instruction: Instruction) -> VoiceResponse:
+    def _walk(self, turn: _Turn, instruction: Instruction) -> Twiml:
         """Render instructions until one needs the caller or Twilio to answer."""
         session, record = turn.session, turn.record
-        response = VoiceResponse()
+        response = Twiml()
         render = Renderer(self.settings, session.hotline, session.route)
         action = self._url("continue", s=record.step, t=self._token(turn, CONTINUE))
         record.via = record.connect_at = None
@@ -429,7 +429,7 @@ class TwilioWebhooks:
         # The turn's URLs carry the next step: this one is spent once the turn commits.
         return _Turn(sid, replace(record, step=record.step + 1), session, self.clock().timestamp())
 
-    def _commit(self, turn: _Turn, expected_step: int, response: VoiceResponse) -> Response:
+    def _commit(self, turn: _Turn, expected_step: int, response: VoiceResponse | Twiml) -> Response:
         """Store the call's new state if nobody moved it meanwhile, then publish."""
         record = turn.record
         seq_base = record.published
@@ -491,7 +491,7 @@ class TwilioWebhooks:
             turn = self._turn(sid, record)
             if not turn.session.state.done:
                 turn.session.handed_to_switch(reason)
-                self._commit(turn, record.step, VoiceResponse())
+                self._commit(turn, record.step, Twiml())
             return turn.session.route
         now = self.clock()
         route = self.route(hotline, sid or "unknown", to, caller, now)
@@ -616,5 +616,5 @@ def _seconds(text: str | None, default: float) -> float:
         return default
 
 
-def _twiml(response: VoiceResponse) -> Response:
+def _twiml(response: VoiceResponse | Twiml) -> Response:
     return Response(str(response), mimetype="text/xml")

@@ -10,7 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,10 @@ class FakePublisher:
 
     def refuse(self, reason: str, *, call_id: str = "?", event_type: object = "?") -> None:
         self.refused.append((reason, event_type))
+
+    def publish_later(self, build: Callable[[], list[CallEvent]]) -> None:
+        for event in build():  # the real one builds on its worker, in the same order
+            self.publish(event)
 
 
 @pytest.mark.redis
