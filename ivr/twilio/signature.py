@@ -15,6 +15,8 @@ from typing import Any
 from flask import Request
 from twilio.request_validator import RequestValidator
 
+from ivr.twilio.fields import form_fields
+
 try:  # Webhook shared keys (HMAC-SHA256) arrived in later releases of the library.
     from twilio.request_validator import (
         SIGNATURE_SETTINGS_HEADER,
@@ -60,7 +62,7 @@ class SignatureChecker:
                 return Verdict(False, "signed with a webhook shared key; none configured", url)
             validator, algorithm = self._shared, get_signature_algorithm(settings)
         # GET webhooks carry their fields in the query, which is part of the URL.
-        params = request.form if request.method == "POST" else {}
+        params = form_fields(request) if request.method == "POST" else {}
         try:
             valid = self._fast(validator, url, params, signature, algorithm) or (
                 validator.validate(url, params, signature, algorithm)

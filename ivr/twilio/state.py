@@ -18,6 +18,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 import redis
+from redis.exceptions import NoScriptError
 
 KEY_PREFIX = "ivr:twilio:call:"
 
@@ -132,15 +134,29 @@ return 1
 """
 
 
+_MAX_IDLE = 64  # connections kept for reuse: as many as threads send at once, usually
+
+
 class RedisStateStore:
-    """Calls in Redis, one hash each, expiring ``ttl_s`` after their last webhook."""
+    """Calls in Redis, one hash each, expiring ``ttl_s`` after their last webhook.
+
+    Every webhook waits on these commands, so they go out on connections kept here
+    (made with the client's settings; one per thread at a time), without redis-py's
+    pool and retry layers around every command: those cost a webhook more than the
+    round trip. A connection Redis has closed (a restart) is opened again and the
+    command sent once more; a timeout is not retried, since the command may have run.
+    """
 
     def __init__(self, client: redis.Redis, ttl_s: int = 4 * 3600, prefix: str = KEY_PREFIX):
         self.client = client
         self.ttl_s = int(ttl_s)
         self.prefix = prefix
-        self._replace = client.register_script(_REPLACE)
-        self._create = client.register_script(_CREATE)
+        self._scripts = {
+            name: (hashlib.sha1(source.encode()).hexdigest(), source)
+            for name, source in (("replace", _REPLACE), ("create", _CREATE))
+        }
+        self._idle: list[redis.Connection] = []  # append and pop are atomic
+        self._pid = os.getpid()
 
     @classmethod
     def from_url(cls, url: str, ttl_s: int = 4 * 3600) -> RedisStateStore:
@@ -152,21 +168,55 @@ class RedisStateStore:
         return cls(client, ttl_s)
 
     def get(self, call_sid: str) -> CallRecord | None:
-        text = self.client.hget(self.prefix + call_sid, "record")
-        return CallRecord.loads(text) if text is not None else None  # type: ignore[arg-type]
+        text = self._command("HGET", self.prefix + call_sid, "record")
+        return CallRecord.loads(text) if text is not None else None
 
     def create(self, call_sid: str, record: CallRecord) -> bool:
-        done = self._create(
-            keys=[self.prefix + call_sid], args=[record.step, record.dumps(), self.ttl_s]
+        return bool(
+            self._script("create", self.prefix + call_sid, record.step, record.dumps(), self.ttl_s)
         )
-        return bool(done)
 
     def replace(self, call_sid: str, expected_step: int, record: CallRecord) -> bool:
-        done = self._replace(
-            keys=[self.prefix + call_sid],
-            args=[expected_step, record.step, record.dumps(), self.ttl_s],
+        key = self.prefix + call_sid
+        return bool(
+            self._script("replace", key, expected_step, record.step, record.dumps(), self.ttl_s)
         )
-        return bool(done)
+
+    def _script(self, name: str, key: str, *args: Any) -> Any:
+        sha, source = self._scripts[name]
+        try:
+            return self._command("EVALSHA", sha, 1, key, *args)
+        except NoScriptError:  # a restarted or flushed Redis: send the source instead
+            return self._command("EVAL", source, 1, key, *args)
+
+    def _command(self, *args: Any) -> Any:
+        if self._pid != os.getpid():  # a forked worker: its parent's sockets are not its own
+            self._idle, self._pid = [], os.getpid()
+        idle = self._idle
+        try:
+            connection = idle.pop()
+        except IndexError:
+            pool = self.client.connection_pool
+            connection = pool.connection_class(**pool.connection_kwargs)
+        try:
+            connection.send_command(*args)
+            reply = connection.read_response()
+        except redis.ConnectionError:
+            # Closed under us (a restart, an idle timeout): the command never ran there.
+            connection.disconnect()
+            try:
+                connection.send_command(*args)
+                reply = connection.read_response()
+            except BaseException:
+                connection.disconnect()
+                raise
+        except BaseException:
+            connection.disconnect()  # a half-read reply must not answer the next command
+            raise
+        finally:
+            if len(idle) < _MAX_IDLE:
+                idle.append(connection)  # a disconnected one connects again when next used
+        return reply
 
 
 class Tokens:

@@ -39,6 +39,7 @@ from ivr.core.transfer import (
     split_at_answer,
     transfer_outcome,
 )
+from ivr.twilio.fields import query_fields, webhook_fields
 from ivr.twilio.render import DIAL_TIMEOUT_MAX, dial_to, seats_twiml
 from ivr.twilio.rest import TwilioRest, TwilioUnavailable
 from ivr.twilio.state import CallRecord
@@ -145,7 +146,7 @@ class TwilioTransfers:
     def ended(self) -> Response:
         """The caller's action URL after the conference or the one-key <Dial>."""
         hooks = self.hooks
-        form = request.form if request.method == "POST" else request.args
+        form = webhook_fields(request)
         sid = form.get("CallSid", "")
         step, token = _step_and_token(request)
         if not sid or step is None or not hooks.tokens.check(token, sid, step, "transfer"):
@@ -187,8 +188,8 @@ class TwilioTransfers:
     def status(self) -> Response:
         """The target leg's progress: answered, or why it never was."""
         hooks = self.hooks
-        form = request.form if request.method == "POST" else request.args
-        sid = request.args.get("c", "")
+        form = webhook_fields(request)
+        sid = query_fields(request).get("c", "")
         step, token = _step_and_token(request)
         if not sid or step is None or not hooks.tokens.check(token, sid, step, "transfer-status"):
             log.warning("twilio call %s: transfer-status with a bad token refused (403)", sid)

@@ -27,7 +27,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 from flask import Blueprint, Request, Response, abort, request, send_from_directory
 from twilio.twiml.voice_response import VoiceResponse
@@ -48,6 +47,7 @@ from ivr.core.privacy import mask_number
 from ivr.core.routing import Call, Hotline, Route
 from ivr.events import EventSink, NoEvents
 from ivr.twilio.events import TwilioCall
+from ivr.twilio.fields import query_fields, webhook_fields
 from ivr.twilio.render import Renderer, Twiml, seats_twiml, wait_twiml
 from ivr.twilio.settings import TwilioSettings, number_key
 from ivr.twilio.signature import SignatureChecker
@@ -171,7 +171,7 @@ class TwilioWebhooks:
             request.path,
             verdict.reason,
             verdict.url.split("?", 1)[0],
-            _fields(request).get("CallSid", "?"),
+            webhook_fields(request).get("CallSid", "?"),
         )
         return Response("signature refused\n", status=403, mimetype="text/plain")
 
@@ -189,7 +189,7 @@ class TwilioWebhooks:
                 log.warning("twilio %s: 400, missing field %s", request.path, exc.name)
                 return Response(f"missing field: {exc.name}\n", status=400, mimetype="text/plain")
             except Exception:
-                sid = _fields(request).get("CallSid", "?")
+                sid = webhook_fields(request).get("CallSid", "?")
                 log.exception("twilio %s: call %s failed; to the 12345 seats", request.path, sid)
                 if on_error is not None:
                     return on_error(request)
@@ -202,7 +202,7 @@ class TwilioWebhooks:
 
     def voice(self) -> Response:
         """A new call to one of our numbers: route it and walk it to its first wait."""
-        form = _fields(_current_request())
+        form = webhook_fields(_current_request())
         sid, to = _need(form, "CallSid"), _need(form, "To")
         caller = form.get("From") or None
         hotline = self.hotline_source()  # one configuration for the whole webhook
@@ -234,7 +234,7 @@ class TwilioWebhooks:
     def resume(self) -> Response:
         """A continuation: keys gathered, a prompt heard, a dial or queue finished."""
         req = _current_request()
-        form = _fields(req)
+        form = webhook_fields(req)
         sid = _need(form, "CallSid")
         step, token = _step_and_token(req)
         if step is None or not self.tokens.check(token, sid, step, CONTINUE):
@@ -276,10 +276,11 @@ class TwilioWebhooks:
     def wait(self) -> Response:
         """Twilio's waitUrl while a caller is queued: hold, then leave at the timeout.
         Read-only: the token says which call, step and limit; nothing is stored."""
-        form = _fields(request)
+        form = webhook_fields(request)
         sid = _need(form, "CallSid")
         step, token = _step_and_token(request)
-        limit, deadline = request.args.get("l", ""), request.args.get("d", "")
+        query = query_fields(request)
+        limit, deadline = query.get("l", ""), query.get("d", "")
         purpose = f"wait:{limit}:{deadline}"
         if step is None or not self.tokens.check(token, sid, step, purpose):
             log.warning("twilio call %s: wait URL with a bad token refused (403)", sid)
@@ -295,7 +296,7 @@ class TwilioWebhooks:
 
     def status(self) -> Response:
         """The call's status callback: a caller who hung up while we waited on them."""
-        form = _fields(_current_request())
+        form = webhook_fields(_current_request())
         sid, call_status = _need(form, "CallSid"), _need(form, "CallStatus")
         if call_status not in ENDED:
             return Response(status=204)
@@ -323,7 +324,7 @@ class TwilioWebhooks:
 
     def fallback(self) -> Response:
         """Twilio's fallback URL: something of ours failed; the caller goes to the seats."""
-        form = _fields(request)
+        form = webhook_fields(request)
         log.warning(
             "twilio call %s: fallback URL called (error %s); to the 12345 seats",
             form.get("CallSid", "?"),
@@ -460,7 +461,7 @@ class TwilioWebhooks:
 
     def _to_seats(self, req: Request, reason: str) -> Response:
         """The region's 12345 seats for this call, whatever else is broken."""
-        form = _fields(req)
+        form = webhook_fields(req)
         sid, to = form.get("CallSid"), form.get("To", "")
         queue = "12345"  # nothing at all could be read: still a queue, never a 500
         try:
@@ -514,9 +515,12 @@ class TwilioWebhooks:
 
     # -- URLs --------------------------------------------------------------------------
 
-    def _url(self, path: str, **query: Any) -> str:
+    def _url(self, path: str, **query: int | str) -> str:
+        """A URL of ours for Twilio to call back. Its query holds numbers and tokens
+        (URL-safe base64, never padded), nothing that needs quoting: urlencode cost a
+        webhook more than the HMAC behind the token."""
         base = self.settings.public_base_url or request.script_root
-        return f"{base}/twilio/{path}?{urlencode(query)}"
+        return f"{base}/twilio/{path}?" + "&".join(f"{k}={v}" for k, v in query.items())
 
     def _token(self, turn: _Turn, purpose: str) -> str:
         return self.tokens.make(turn.sid, turn.record.step, purpose)
@@ -590,10 +594,6 @@ def _current_request() -> Request:
     return request._get_current_object()  # type: ignore[attr-defined,no-any-return]
 
 
-def _fields(req: Request) -> Mapping[str, str]:
-    return req.form if req.method == "POST" else req.args
-
-
 def _need(form: Mapping[str, str], name: str) -> str:
     value = form.get(name)
     if not value:
@@ -602,11 +602,12 @@ def _need(form: Mapping[str, str], name: str) -> str:
 
 
 def _step_and_token(req: Request) -> tuple[int | None, str]:
+    query = query_fields(req)
     try:
-        step = int(req.args.get("s", ""))
+        step = int(query.get("s", ""))
     except ValueError:
         step = None
-    return step, req.args.get("t", "")
+    return step, query.get("t", "")
 
 
 def _seconds(text: str | None, default: float) -> float:

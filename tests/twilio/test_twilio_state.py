@@ -4,11 +4,14 @@ spread over two workers with its events numbered without a gap."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
+import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -89,6 +92,91 @@ def test_redis_state_expires(redis_url: str) -> None:
     store.create("CA2", _record(1))
     time.sleep(1.3)
     assert store.get("CA2") is None
+
+
+def _start_redis(port: int, folder: Path) -> subprocess.Popen[bytes]:
+    assert REDIS_SERVER is not None
+    proc = subprocess.Popen(
+        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            return proc
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    proc.kill()
+    pytest.fail("redis-server did not start")
+
+
+@pytest.mark.redis
+def test_redis_store_carries_on_after_a_redis_restart(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = _start_redis(port, tmp_path)
+    try:
+        store = RedisStateStore.from_url(f"redis://127.0.0.1:{port}/0", ttl_s=120)
+        assert store.create("CA1", _record(1))
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc = _start_redis(port, tmp_path)
+        # The kept connection is dead and the new server knows no script: neither shows.
+        assert store.create("CA1", _record(1))
+        assert store.replace("CA1", 1, _record(2))
+        assert store.get("CA1") == _record(2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.redis
+def test_a_forked_worker_opens_its_own_connections(redis_url: str) -> None:
+    store = RedisStateStore.from_url(redis_url)
+    assert store.create("CA-parent", _record(1))
+    parent = store._command("CLIENT", "ID")  # the connection the store's commands use
+    pid = os.fork()
+    if pid == 0:  # the child: a gunicorn worker forked after the app was loaded
+        code = 1
+        try:
+            ok = store.create("CA-child", _record(1))
+            code = 0 if ok and store._command("CLIENT", "ID") != parent else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.get("CA-child") == _record(1)  # and the parent's connection still works
+    assert store.replace("CA-parent", 1, _record(2))
+
+
+def test_a_command_that_timed_out_is_not_sent_again() -> None:
+    """A script whose reply never came may have run: sending it again could move a call
+    twice. A Redis that answers only the connection's handshake, then nothing."""
+    commands: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                peer, _ = listener.accept()
+                while data := peer.recv(65536):
+                    # the handshake redis-py sends (HELLO, CLIENT SETNAME/SETINFO): answered
+                    peer.sendall(b"%1\r\n+proto\r\n:3\r\n" * data.count(b"HELLO"))
+                    peer.sendall(b"+OK\r\n" * data.count(b"CLIENT"))
+                    if b"EVALSHA" in data:
+                        commands.append(data)
+
+    threading.Thread(target=serve, daemon=True).start()
+    store = RedisStateStore.from_url(f"redis://127.0.0.1:{port}/0")
+    try:
+        with pytest.raises(redis.TimeoutError):
+            store.replace("CA1", 1, _record(2))
+    finally:
+        listener.close()
+    assert len(commands) == 1 and b"EVALSHA" in commands[0]
 
 
 def test_memory_store_keeps_the_newest_calls() -> None:
