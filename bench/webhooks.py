@@ -10,6 +10,9 @@ loaded in turn by the same client for the same time:
   (thanks, Hangup), status callback.
 - static: a Flask endpoint returning a fixed TwiML document (this module's
   `static_app`), the ceiling for a Flask app under the same gunicorn.
+- signed: the same fixed document behind the least any webhook must do, reading the
+  form and checking its X-Twilio-Signature with the twilio library (`signed_app`): the
+  share of the 0.8 allowance that the signature alone takes.
 
 The client is several processes of threads on http.client, one connection per
 request (gunicorn's sync workers close it anyway); it signs and parses every request
@@ -34,6 +37,7 @@ Usage: python bench/webhooks.py [--seconds 8] [--rounds 3] [--workers 2] [--clie
 from __future__ import annotations
 
 import argparse
+import hmac
 import http.client
 import json
 import multiprocessing
@@ -71,6 +75,31 @@ static_app = Flask("static-twiml")
 @static_app.post("/static")
 def _static() -> Response:
     return Response(STATIC_TWIML, mimetype="text/xml")
+
+
+signed_app = Flask("signed-static-twiml")
+_validator: Any = None
+
+
+@signed_app.post("/static")
+def _signed() -> Response:
+    from flask import request
+    from twilio.request_validator import RequestValidator
+
+    global _validator
+    if _validator is None:
+        _validator = RequestValidator(TOKEN)
+    url = os.environ["IVR_BENCH_SIGNED_BASE"] + request.full_path.rstrip("?")
+    expected = _validator.compute_signature(url, request.form)
+    if not hmac.compare_digest(expected, request.headers.get("X-Twilio-Signature", "")):
+        return Response("signature refused\n", status=403, mimetype="text/plain")
+    return Response(STATIC_TWIML, mimetype="text/xml")
+
+
+@signed_app.get("/healthz")
+@static_app.get("/healthz")
+def _healthz() -> str:
+    return "ok\n"
 
 
 # -- servers ------------------------------------------------------------------------------
@@ -253,7 +282,9 @@ def client_process(args: tuple[str, int, int, float, int]) -> tuple[list[float],
             n += 1
             sid = "CA" + uuid.uuid4().hex
             try:
-                (static_calls if kind == "static" else one_call)(port, sid, latencies[t])
+                (one_call if kind in ("webhooks", "other") else static_calls)(
+                    port, sid, latencies[t]
+                )
             except Exception:
                 errors[t] += 1
 
@@ -476,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             redis_proc, redis_url = start_redis(folder)
             procs.append(redis_proc)
-            hook_port, static_port = free_port(), free_port()
+            hook_port, static_port, signed_port = free_port(), free_port(), free_port()
             env = {
                 **os.environ,
                 "IVR_CONFIG": str(config_folder(folder, redis_url, hook_port)),
@@ -490,9 +521,12 @@ def main(argv: list[str] | None = None) -> int:
             targets = [
                 Target("static", static_port, start_gunicorn(
                     "webhooks:static_app", static_port, args.workers, env, here)),
+                Target("signed", signed_port, start_gunicorn(
+                    "webhooks:signed_app", signed_port, args.workers,
+                    {**env, "IVR_BENCH_SIGNED_BASE": f"http://127.0.0.1:{signed_port}"}, here)),
                 Target("webhooks", hook_port, hooks, redis_proc.pid),
             ]  # fmt: skip
-            procs.append(targets[0].gunicorn)
+            procs.extend(t.gunicorn for t in targets[:2])
             if args.other_tree:
                 # The signed URLs name the public base URL: this app needs its own config.
                 other_port = free_port()
