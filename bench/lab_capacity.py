@@ -8,6 +8,15 @@ and the rate counts as held when every call completed on time (SIPp holds calls 
 when too many are in progress, which would hide an overload). Needs root and the lab root
 (scripts/provision-lab); takes a few minutes.
 
+With ``--cpu RATE`` it measures instead what each flow costs the switch at a rate it
+can sustain: the same three flows at a fixed rate, alternating for ``--rounds``
+rounds, reading the CPU time Asterisk, the FastAGI server (none for native) and Redis
+spent per call. On 2 cores the CPU, not the FastAGI protocol, is what runs out at a
+steady rate, so native's CPU per call over a flow's is the sustained capacity ratio;
+SIPp (the callers and seats, which a real switch does not carry) is left out. An
+8-second run at the highest rate mostly measures how a burst above the steady capacity
+is absorbed.
+
 With ``--share RATE`` it measures instead what the call events cost the whole of call
 handling: the same flow through the controller at a fixed rate, one controller (as
 `ivr serve` builds it) switched between publishing every event (to Redis, and to the
@@ -18,6 +27,7 @@ and to Redis; the share is that over the CPU of the whole call (Asterisk, contro
 and Redis, events on).
 
     .venv/bin/python bench/lab_capacity.py [--rates 40,80,120,160] [--seconds 8]
+    .venv/bin/python bench/lab_capacity.py --cpu 150 [--seconds 10] [--rounds 3]
     .venv/bin/python bench/lab_capacity.py --share 50 [--seconds 10] [--rounds 3]
 """
 
@@ -241,6 +251,52 @@ def share_of_events(hl: HotlineLab, lab: Lab, rate: int, seconds: int, talk_s: f
     print(f"share of the controller's own CPU: {span(ctrl_shares, 100)} %")
 
 
+# -- --cpu: what each flow costs the switch at a steady rate -----------------------------
+
+
+def cpu_per_call(lab: Lab, rate: int, seconds: int, talk_s: float, rounds: int,
+                 servers: dict[str, int]) -> None:  # fmt: skip
+    """Each flow at `rate` for `rounds` rounds (the order reversed every other round):
+    the CPU Asterisk, the flow's FastAGI server and Redis spent per call."""
+    redis_pid = int(redis.Redis.from_url(EVENTS_URL).info("server")["process_id"])
+    asterisk_pid = lab.asterisk_pid()
+    assert asterisk_pid is not None
+    flows = {"native dialplan": NATIVE_CALLER, "minimal FastAGI": MINIMAL_CALLER,
+             "controller (FastAGI)": CONTROLLER_CALLER}  # fmt: skip
+    calls = rate * seconds
+    used: dict[str, list[dict[str, float]]] = {name: [] for name in flows}
+    print(f"{'round':<6} {'flow':<22} {'ms of CPU per call:':<20} {'Asterisk':>9} "
+          f"{'server':>7} {'Redis':>7} {'all':>7}")  # fmt: skip
+    for n in range(1, rounds + 1):
+        for name in list(flows) if n % 2 else list(flows)[::-1]:
+            pids = {"Asterisk": asterisk_pid, "Redis": redis_pid}
+            if name in servers:
+                pids["server"] = servers[name]
+            before = {k: _cpu(pid) for k, pid in pids.items()}
+            ok, wall = run_rate(flows[name], rate, seconds, talk_s)
+            settle(lab)
+            row = {k: (_cpu(pid) - before[k]) * 1000 / calls for k, pid in pids.items()}
+            if not ok or wall > seconds + talk_s + LATE_S:
+                raise SystemExit(f"{name}: calls failed or ran late at {rate}/s: lower --cpu")
+            row.setdefault("server", 0.0)
+            row["all"] = row["Asterisk"] + row["server"] + row["Redis"]
+            used[name].append(row)
+            print(f"{n:<6} {name:<22} {'':<20} {row['Asterisk']:>9.2f} {row['server']:>7.2f} "
+                  f"{row['Redis']:>7.2f} {row['all']:>7.2f}", flush=True)  # fmt: skip
+    print(f"\n{calls} calls per run at {rate}/s, {rounds} rounds; means over the rounds")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
+    native = statistics.fmean(r["all"] for r in used["native dialplan"])
+    for name, rows in used.items():
+        mean = {k: statistics.fmean(r[k] for r in rows) for k in rows[0]}
+        pairs = zip(used["native dialplan"], rows, strict=True)
+        ratios = sorted(mine["all"] / theirs["all"] for mine, theirs in pairs)
+        print(
+            f"{name:<22} Asterisk {mean['Asterisk']:.2f} + server {mean['server']:.2f} + "
+            f"Redis {mean['Redis']:.2f} = {mean['all']:.2f} ms per call; sustained capacity "
+            f"/ native {native / mean['all']:.2f} (rounds {ratios[0]:.2f}-{ratios[-1]:.2f})"
+        )
+
+
 # Seconds a run may take beyond its calls' schedule and talk time (SIPp starting, the
 # greeting, ringing) before the rate counts as not kept.
 LATE_S = 3.0
@@ -262,7 +318,10 @@ def main() -> int:
     parser.add_argument(
         "--share", type=int, metavar="RATE", help="measure the events' CPU share at RATE instead"
     )
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of --share (on, off)")
+    parser.add_argument(
+        "--cpu", type=int, metavar="RATE", help="measure each flow's CPU per call at RATE instead"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --share or --cpu")
     parser.add_argument("--serve-controller", metavar="CONFIG", help=argparse.SUPPRESS)
     parser.add_argument("--serve-minimal", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--events", default=EVENTS_URL, help=argparse.SUPPRESS)
@@ -312,7 +371,7 @@ def main() -> int:
             finally:
                 lab.down()
             return 0
-        hl.start_controller()
+        controller_pid = hl.start_controller()
         minimal = subprocess.Popen(
             [sys.executable, __file__, "--serve-minimal"],
             stdin=subprocess.PIPE,
@@ -322,6 +381,17 @@ def main() -> int:
         assert minimal.stdout is not None and minimal.stdin is not None
         if minimal.stdout.readline().strip() != "READY":
             raise SystemExit("the minimal FastAGI server did not start")
+        if args.cpu:
+            try:
+                cpu_per_call(lab, args.cpu, args.seconds, args.talk, args.rounds,
+                             {"minimal FastAGI": minimal.pid,
+                              "controller (FastAGI)": controller_pid})  # fmt: skip
+            finally:
+                minimal.stdin.close()
+                minimal.wait(10)
+                hl.stop_controller()
+                lab.down()
+            return 0
         results: dict[str, dict[int, bool]] = {
             "native dialplan": {}, "minimal FastAGI": {}, "controller (FastAGI)": {}
         }  # fmt: skip
