@@ -202,7 +202,9 @@ class RedisStateStore:
             connection.send_command(*args)
             reply = connection.read_response()
         except redis.ConnectionError:
-            # Closed under us (a restart, an idle timeout): the command never ran there.
+            # Closed under us (a restart, an idle timeout), before the command reached
+            # Redis as a rule; a script that did run leaves the step moved, and its
+            # second try is refused like a replay.
             connection.disconnect()
             try:
                 connection.send_command(*args)
