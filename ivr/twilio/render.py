@@ -152,12 +152,17 @@ def render_shape(shape: tuple[Any, ...], parent: Any = None) -> VoiceResponse:
 
 
 def _escape(url: str) -> str:
-    """A URL as the library writes an attribute or text (our URLs need only &)."""
+    """A URL as the library writes an attribute (our URLs need only &; a character
+    reference reads the same in text)."""
     if "&" in url:
         url = url.replace("&", "&amp;")
-    if "<" in url or ">" in url or '"' in url:
-        url = url.replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    if any(c in url for c in _ODD):
+        for c, ref in _ODD.items():
+            url = url.replace(c, ref)
     return url
+
+
+_ODD = {"<": "&lt;", ">": "&gt;", '"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#09;"}
 
 
 class _Fields(dict[str, str]):

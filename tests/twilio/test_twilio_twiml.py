@@ -76,7 +76,7 @@ def test_a_shape_is_rendered_once_and_each_call_keeps_its_own_urls(
 
 
 def test_characters_xml_escapes_survive_in_urls() -> None:
-    odd = 'https://example.org/x?a=1&b=<2>&c="3"'
+    odd = 'https://example.org/x?a=1&b=<2>&c="3"&d=\tx'
     doc = Twiml()
     doc.gather(action=odd, method="POST").say("x", language="zh-CN", voice=None)
     doc.redirect(odd)
