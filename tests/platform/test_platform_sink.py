@@ -19,6 +19,7 @@ from ivr.platform.callbacks import claim_tasks
 from ivr.platform.layout import events_stream
 from ivr.platform.publisher import Publisher
 from ivr.platform.sink import PublishingSink
+from ivr.twilio.events import SequencedSink, TwilioCall
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,15 @@ class Clock:
     def __call__(self) -> datetime:
         self.now += timedelta(seconds=2)
         return self.now
+
+
+def caller_and_seat(instruction: Any) -> Any:
+    """What the caller presses (1) and the queue reports (a seat answered in 5 s)."""
+    if isinstance(instruction, CollectDigits):
+        return "1"
+    if isinstance(instruction, Connect):
+        return ConnectResult("answered", wait_s=5.0)
+    return None
 
 
 def walk(
@@ -58,12 +68,7 @@ def walk(
         if hang_up and isinstance(instruction, Connect):  # tired of waiting in the queue
             session.caller_hung_up(answered=False, wait_s=30.0)
             break
-        result: Any = None
-        if isinstance(instruction, CollectDigits):
-            result = "1"
-        elif isinstance(instruction, Connect):
-            result = ConnectResult("answered", wait_s=5.0)
-        instruction = session.resume(result)
+        instruction = session.resume(caller_and_seat(instruction))
     publish()
     return handed
 
@@ -113,3 +118,39 @@ def test_a_bad_engine_event_is_refused_and_counted(
     stats = pub.stats()
     assert stats["refused"] == 1 and stats["published"] == 2
     assert sink.open_calls == 1
+
+
+def test_twilio_batches_arrive_numbered_from_the_call_state(
+    hotline: Hotline,
+    make_publisher: Callable[..., Publisher],
+    platform: redis.Redis,
+) -> None:
+    """A Twilio call's webhooks may reach two workers: each numbers its batch on from the
+    count kept in the call's state, the publisher's worker builds it, and an event that
+    cannot be built leaves a gap rather than renumbering the ones after it."""
+    pub = make_publisher()
+    clock = Clock()
+    call = Call(dialed="12345", now=datetime(2024, 6, 3, 1, 30, tzinfo=UTC),
+                caller="+8613912345678", call_id="CA-two-workers")  # fmt: skip
+    route = hotline.route(call)
+    started = clock().timestamp()
+    session, instruction = CallSession.start(hotline, route)
+    first = session.take_events()
+    SequencedSink(pub, clock=clock).call_events(
+        TwilioCall(call.call_id, call.caller, route, seq_base=0, started_at=started), first
+    )
+    while not isinstance(instruction, HangUp):
+        instruction = session.resume(caller_and_seat(instruction))
+    second = [{"type": "no_such_event"}, *session.take_events()]
+    SequencedSink(pub, clock=clock).call_events(  # the other worker
+        TwilioCall(call.call_id, call.caller, route, seq_base=len(first), started_at=started),
+        second,
+    )
+    assert pub.flush(5)
+
+    got = [CallEvent.from_fields(f) for _, f in platform.xrange(events_stream(route.region))]
+    n = len(first)
+    assert [e.seq for e in got] == [*range(1, n + 1), *range(n + 2, n + len(second) + 1)]
+    assert pub.stats()["refused"] == 1
+    assert {e.call_id for e in got} == {"CA-two-workers"}
+    assert got[-1].type == "call_ended" and got[-1].fields["duration_s"] > 0
