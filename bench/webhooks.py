@@ -58,7 +58,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from flask import Flask, Response
+from flask import Flask, Response, request
+from twilio.request_validator import RequestValidator
 
 TOKEN = "bench-auth-token-not-a-secret"
 NUMBER = "+8659112345"
@@ -78,17 +79,11 @@ def _static() -> Response:
 
 
 signed_app = Flask("signed-static-twiml")
-_validator: Any = None
+_validator = RequestValidator(TOKEN)
 
 
 @signed_app.post("/static")
 def _signed() -> Response:
-    from flask import request
-    from twilio.request_validator import RequestValidator
-
-    global _validator
-    if _validator is None:
-        _validator = RequestValidator(TOKEN)
     url = os.environ["IVR_BENCH_SIGNED_BASE"] + request.full_path.rstrip("?")
     expected = _validator.compute_signature(url, request.form)
     if not hmac.compare_digest(expected, request.headers.get("X-Twilio-Signature", "")):
@@ -210,9 +205,7 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
 
 
 def sign(url: str, form: dict[str, str]) -> str:
-    from twilio.request_validator import RequestValidator
-
-    return RequestValidator(TOKEN).compute_signature(url, form)
+    return str(_validator.compute_signature(url, form))
 
 
 def post(port: int, url: str, form: dict[str, str], latencies: list[float]) -> ET.Element:

@@ -11,7 +11,7 @@ import re
 import threading
 from typing import Any
 
-from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
+from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from ivr.core.engine import Connect
 from ivr.core.routing import Hotline, Route
@@ -183,7 +183,7 @@ class Renderer:
         entry = self.hotline.catalog.prompts.get(prompt)
         return f"{prompt}-{self.route.line}" if entry and entry.per_line else prompt
 
-    def prompt(self, parent: VoiceResponse | Gather | Twiml, prompt: str) -> None:
+    def prompt(self, parent: Twiml, prompt: str) -> None:
         """<Play> the rendered prompt, or <Say> its catalog text when no audio is served."""
         base = self.settings.prompts_base_url
         if base is not None:
@@ -198,7 +198,7 @@ class Renderer:
 
     def keys(
         self,
-        response: VoiceResponse | Twiml,
+        response: Twiml,
         prompt: str,
         *,
         max_digits: int,
@@ -214,7 +214,7 @@ class Renderer:
 
     def connect(
         self,
-        response: VoiceResponse | Twiml,
+        response: Twiml,
         connect: Connect,
         *,
         action: str,
