@@ -101,8 +101,8 @@ def _check_directory(directory: Directory, docs: dict[str, Document]) -> list[Pr
         if region not in regions:
             at(trunks_doc, ("primary_region_for_area_code", code), f"unknown region {region!r}")
     shared: dict[str, list[str]] = {}
-    for rid, region in regions.items():
-        shared.setdefault(region.area_code, []).append(rid)
+    for rid, described in regions.items():
+        shared.setdefault(described.area_code, []).append(rid)
     for code, rids in shared.items():
         if len(rids) > 1 and code not in directory.primary_region_for_area_code:
             at(

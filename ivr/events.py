@@ -461,7 +461,7 @@ class CallEvent:
         if isinstance(now, datetime) and now.tzinfo is not None:
             # Milliseconds are plenty for call events and make the wire form exact.
             now = _to_ms(now)
-        values = {
+        values: dict[str, Any] = {
             "type": type,
             "call_id": call.call_id,
             "seq": seq,

@@ -85,10 +85,9 @@ class CallController:
         hotline = self.hotline_source()  # one configuration for the whole call
         env = agi.env
         args = agi.args
+        dnid = env.get("agi_dnid", "")
         call = Call(
-            dialed=env.get("agi_dnid")
-            if env.get("agi_dnid") not in (None, "", "unknown")
-            else env.get("agi_extension", ""),
+            dialed=dnid if dnid not in ("", "unknown") else env.get("agi_extension", ""),
             now=self.clock(),
             caller=env.get("agi_callerid") or None,
             trunk=args[0] if args and args[0] else None,

@@ -496,16 +496,16 @@ class Lab:
             timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
-        pid = None
+        started: int | None = None
         for token in out.stdout.replace("[", " ").replace("]", " ").split():
             if token.isdigit():
-                pid = int(token)
+                started = int(token)
         # The parent of a -bg SIPp exits with 99 on success; the pid is what counts.
-        if pid is None or not _alive(pid, "sipp"):
+        if started is None or not _alive(started, "sipp"):
             raise LabError(
                 f"seat {seat.name}: sipp failed ({out.returncode}): {out.stdout}{out.stderr}"
             )
-        self._seat_file(seat, "pid").write_text(f"{pid}\n")
+        self._seat_file(seat, "pid").write_text(f"{started}\n")
         self._seat_file(seat, "spec").write_text(self._seat_spec(seat))
         if not _wait_until(lambda: _udp_bound(seat.address, seat.port), timeout):
             raise LabError(

@@ -680,7 +680,7 @@ class Publisher:
         for rec in records:
             kinds[rec.stream] = "s"
             kinds[rec.seen] = "t"
-        args = [
+        args: list[Any] = [
             self._ttl, *self._retention.xadd_args(), *self._callback_retention.xadd_args(),
             1, self._callback_group, len(self._event_groups), *self._event_groups,
             "".join(kinds.values()), f"[{','.join([r.line for r in records])}]",

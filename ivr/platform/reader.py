@@ -77,7 +77,7 @@ def read_all(
     r: redis.Redis, region: str, *, prefix: str = DEFAULT_PREFIX
 ) -> list[tuple[str, CallEvent]]:
     """Every event still kept for `region`, oldest first (XRANGE; for audits and tests)."""
-    return _decode(r.xrange(events_stream(region, prefix)))
+    return _decode(r.xrange(events_stream(region, prefix)) or [])
 
 
 def iter_events(
@@ -93,7 +93,7 @@ def iter_events(
     stream = events_stream(region, prefix)
     start = f"{since_ms}-0"
     while True:
-        entries = r.xrange(stream, min=start, max="+", count=chunk)
+        entries = r.xrange(stream, min=start, max="+", count=chunk) or []
         for _, event in _decode(entries):
             yield event
         if len(entries) < chunk:

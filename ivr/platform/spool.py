@@ -96,11 +96,11 @@ class Spool:
         if not lines:
             return
         if self._writer is None:
-            path = self._next_path()
-            self._writer = _open_private(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-            self._writer_path = path
-            self._segments.append(path)
-            self._lines[path] = 0
+            fresh = self._next_path()
+            self._writer = _open_private(fresh, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            self._writer_path = fresh
+            self._segments.append(fresh)
+            self._lines[fresh] = 0
             _fsync_dir(self.directory)
         writer, path = self._writer, self._writer_path
         assert path is not None

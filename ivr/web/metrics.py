@@ -87,11 +87,11 @@ class IndicatorCollector(Collector):
             "transfer_success_rate": "transferred / transfers tried",
         }
         for name, doc in gauges.items():
-            family = GaugeMetricFamily(f"ivr_{name}", doc, labels=labels)
+            gauge = GaugeMetricFamily(f"ivr_{name}", doc, labels=labels)
             for row in rows:
                 if row[name] is not None:
-                    family.add_metric([row["region"], row["line"]], row[name])
-            yield family
+                    gauge.add_metric([row["region"], row["line"]], row[name])
+            yield gauge
         survey = CounterMetricFamily(
             "ivr_survey_results", "好差评 results by grade", labels=[*labels, "grade"]
         )
