@@ -9,13 +9,13 @@ when too many are in progress, which would hide an overload). Needs root and the
 (scripts/provision-lab); takes a few minutes.
 
 With ``--cpu RATE`` it measures instead what each flow costs the switch at a rate it
-can sustain: the same three flows at a fixed rate, alternating for ``--rounds``
-rounds, reading the CPU time Asterisk, the FastAGI server (none for native) and Redis
-spent per call. On 2 cores the CPU, not the FastAGI protocol, is what runs out at a
-steady rate, so native's CPU per call over a flow's is the sustained capacity ratio;
-SIPp (the callers and seats, which a real switch does not carry) is left out. An
-8-second run at the highest rate mostly measures how a burst above the steady capacity
-is absorbed.
+can sustain: the same three flows, and a minimal server sent only two commands, at a
+fixed rate, alternating for ``--rounds`` rounds, reading the CPU time Asterisk, the
+FastAGI server (none for native) and Redis spent per call. On 2 cores the CPU, not the
+FastAGI protocol, is what runs out at a steady rate, so native's CPU per call over a
+flow's is the sustained capacity ratio; SIPp (the callers and seats, which a real
+switch does not carry) is left out. An 8-second run at the highest rate mostly measures
+how a burst above the steady capacity is absorbed.
 
 With ``--share RATE`` it measures instead what the call events cost the whole of call
 handling: the same flow through the controller at a fixed rate, one controller (as
@@ -89,17 +89,37 @@ MINIMAL_COMMANDS = [
     b'EXEC Queue "fuzhou-12345,c,,,60"\n',
 ]
 
+# What fewer commands would buy (--cpu only): the dialplan answers and tags the call
+# itself, and the server sends only the greeting and the queue. The controller does not
+# work so: whether to answer (a retired line's notice may play unanswered) and how to tag
+# are its routing decisions. This measures what keeping them costs.
+TWO_COMMAND_CALLER = "127.0.0.12"
+TWO_COMMAND_PORT = 4576
+_TAGS = r"merge_mode=main\;original_line=12345"  # a bare ; would start a comment
+TWO_COMMAND = rf"""
+[bench-two-commands]
+exten => _X.,1,Answer()
+ same => n,MSet(__IVR_CALL=line=12345\;{_TAGS},CDR(userfield)={_TAGS})
+ same => n,AGI(agi://127.0.0.1:{TWO_COMMAND_PORT}/minimal)
+ same => n,Hangup()
+"""
+TWO_COMMANDS = [MINIMAL_COMMANDS[1], MINIMAL_COMMANDS[4]]
 
-def serve_minimal(port: int) -> None:
+
+def serve_minimal() -> None:
+    """Both minimal servers, five commands and two, in one asyncio process."""
     import asyncio
 
     async def main() -> None:
-        server = await asyncio.start_server(
-            responder(MINIMAL_COMMANDS), "127.0.0.1", port, backlog=1024
-        )
+        servers = [
+            await asyncio.start_server(responder(commands), "127.0.0.1", port, backlog=1024)
+            for commands, port in ((MINIMAL_COMMANDS, MINIMAL_PORT),
+                                   (TWO_COMMANDS, TWO_COMMAND_PORT))
+        ]  # fmt: skip
         print("READY", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-        server.close()
+        for server in servers:
+            server.close()
 
     asyncio.run(main())
 
@@ -262,6 +282,7 @@ def cpu_per_call(lab: Lab, rate: int, seconds: int, talk_s: float, rounds: int,
     asterisk_pid = lab.asterisk_pid()
     assert asterisk_pid is not None
     flows = {"native dialplan": NATIVE_CALLER, "minimal FastAGI": MINIMAL_CALLER,
+             "minimal, 2 commands": TWO_COMMAND_CALLER,
              "controller (FastAGI)": CONTROLLER_CALLER}  # fmt: skip
     calls = rate * seconds
     used: dict[str, list[dict[str, float]]] = {name: [] for name in flows}
@@ -329,7 +350,7 @@ def main() -> int:
     parser.add_argument("--http-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_minimal:
-        serve_minimal(MINIMAL_PORT)
+        serve_minimal()
         return 0
     if args.serve_controller:
         serve_controller(args.serve_controller, args.events, args.agi_port, args.http_port)
@@ -360,8 +381,10 @@ def main() -> int:
         cfg = replace(base, seats=seats, maxcalls=4000, rtp_ports=(20000, 29999),
                       trunks=(*base.trunks,
                               Trunk("bench-native", NATIVE_CALLER, context="bench-native"),
-                              Trunk("bench-minimal", MINIMAL_CALLER, context="bench-minimal")),
-                      extensions=(*base.extensions, NATIVE, MINIMAL))  # fmt: skip
+                              Trunk("bench-minimal", MINIMAL_CALLER, context="bench-minimal"),
+                              Trunk("bench-two-commands", TWO_COMMAND_CALLER,
+                                    context="bench-two-commands")),
+                      extensions=(*base.extensions, NATIVE, MINIMAL, TWO_COMMAND))  # fmt: skip
         hl.install_sounds()
         lab = Lab(hl.root, hl.state_dir, cfg)
         lab.up()
@@ -385,6 +408,7 @@ def main() -> int:
             try:
                 cpu_per_call(lab, args.cpu, args.seconds, args.talk, args.rounds,
                              {"minimal FastAGI": minimal.pid,
+                              "minimal, 2 commands": minimal.pid,
                               "controller (FastAGI)": controller_pid})  # fmt: skip
             finally:
                 minimal.stdin.close()
