@@ -279,12 +279,11 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
+    from ivr import logs
     from ivr.serve import Controller, run
     from ivr.settings import host_port, load_settings
 
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(args.log_level)
     root = args.config or default_root()
     settings = load_settings(root)
     try:

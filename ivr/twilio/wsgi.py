@@ -24,6 +24,7 @@ from typing import IO, Any
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
+from ivr import logs
 from ivr.check import load_hotline
 from ivr.config import ConfigError, read_yaml, validate
 from ivr.core.clock import SHANGHAI
@@ -44,6 +45,7 @@ _held: list[IO[bytes]] = []  # spool slot locks, held for the worker's life
 
 
 def create_webhook_app(root: str | Path | None = None) -> Flask:
+    logs.configure()  # gunicorn sets up only its own loggers
     env = os.environ
     folder = Path(root) if root else default_root()
     hotline = load_hotline(folder)

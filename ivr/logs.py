@@ -1,0 +1,37 @@
+"""Log lines stamped in the hotline's time: Asia/Shanghai, with its offset.
+
+The controller may run on a host kept in UTC; a line that says 01:48 when the caller
+called at 09:48 sends an operator to the wrong hour. The offset makes the stamp exact
+wherever it is read.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from ivr.core.clock import SHANGHAI
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class LocalTimeFormatter(logging.Formatter):
+    """`%(asctime)s` as Shanghai time to the millisecond, e.g. 2026-11-27T09:48:19.123+08:00."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        moment = datetime.fromtimestamp(record.created, SHANGHAI)
+        if datefmt:
+            return moment.strftime(datefmt)
+        return moment.isoformat(timespec="milliseconds")
+
+
+def configure(level: int | str = logging.INFO) -> None:
+    """Log to stderr in Shanghai time, unless the host process set up logging already
+    (gunicorn's `--log-config`, a test runner)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(LocalTimeFormatter(FORMAT))
+    root.addHandler(handler)
+    root.setLevel(level)

@@ -1,0 +1,50 @@
+"""Log stamps are Shanghai time with its offset, whatever zone the host keeps."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+from ivr.logs import FORMAT, LocalTimeFormatter
+
+
+def test_a_utc_instant_is_stamped_in_shanghai_time() -> None:
+    record = logging.LogRecord("ivr.test", logging.INFO, __file__, 1, "call %s", ("x",), None)
+    record.created = datetime(2026, 11, 26, 16, 30, 5, 250_000, tzinfo=UTC).timestamp()
+    line = LocalTimeFormatter(FORMAT).format(record)
+    # 16:30 UTC on the 26th is half past midnight on the 27th in Shanghai
+    assert line == "2026-11-27T00:30:05.250+08:00 INFO ivr.test: call x"
+
+
+def test_serving_processes_log_shanghai_time_on_a_utc_host() -> None:
+    code = (
+        "import logging; from ivr import logs; logs.configure();"
+        " logging.getLogger('ivr.serve').warning('ready')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "TZ": "UTC"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+08:00 WARNING ivr\.serve: ready\n", done.stderr
+    ), done.stderr
+
+
+def test_logging_set_up_by_the_host_process_is_left_alone() -> None:
+    code = (
+        "import logging, sys; logging.basicConfig(stream=sys.stderr, format='host %(message)s');"
+        " from ivr import logs; logs.configure();"
+        " logging.getLogger('ivr').warning('kept')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert done.stderr == "host kept\n"
