@@ -129,13 +129,18 @@ def _check_directory(directory: Directory, docs: dict[str, Document]) -> list[Pr
             at(lines_doc, loc, f"{number}: a retirement is only for whole_merge lines")
         for rid in regions:
             if line.mode is Mode.WHOLE_MERGE:
-                window = directory.defaults.retirement.merged(line.retirement)
                 in_region = line.regions.get(rid)
                 where = (*loc, "regions", rid) if in_region and in_region.retirement else loc
-                override = in_region.retirement if in_region else None
-                start = override.retired_on if override and override.retired_on else None
-                end = override.prompt_until if override and override.prompt_until else None
-                start, end = start or window.retired_on, end or window.prompt_until
+                # The plain dates, defaults < line < region: building the merged
+                # Retirement would raise on the very mistake reported here.
+                start, end = (
+                    directory.defaults.retirement.retired_on,
+                    directory.defaults.retirement.prompt_until,
+                )
+                for override in (line.retirement, in_region.retirement if in_region else None):
+                    if override is not None:
+                        start = override.retired_on or start
+                        end = override.prompt_until or end
                 if end < start:
                     at(
                         lines_doc,

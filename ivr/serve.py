@@ -61,6 +61,10 @@ class LiveHotline:
                 self.refused += 1
                 log.error("configuration in %s refused; the running one stays:\n%s", self.root, exc)
                 return False
+            except Exception:  # our own bug: still no reason to drop what is running
+                self.refused += 1
+                log.exception("reloading %s failed; the running configuration stays", self.root)
+                return False
             self.current = fresh
             self.reloads += 1
             log.info("configuration reloaded from %s", self.root)

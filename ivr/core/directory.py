@@ -99,14 +99,18 @@ class Retirement(Strict):
             return Phase.TRANSITION
         return Phase.AFTER
 
-    def merged(self, override: RetirementOverride | None) -> Retirement:
-        if override is None:
+    def merged(self, *overrides: RetirementOverride | None) -> Retirement:
+        """The window with each override laid over it, later ones winning. Only the
+        result is checked: a line may move one date out of order with the defaults
+        as long as its region's override puts the window right again."""
+        given = [o for o in overrides if o is not None]
+        if not given:
             return self
-        return Retirement(
-            retired_on=override.retired_on or self.retired_on,
-            prompt_until=override.prompt_until or self.prompt_until,
-            after_window=override.after_window or self.after_window,
-        )
+        start, end, after = self.retired_on, self.prompt_until, self.after_window
+        for o in given:
+            start, end = o.retired_on or start, o.prompt_until or end
+            after = o.after_window or after
+        return Retirement(retired_on=start, prompt_until=end, after_window=after)
 
 
 class RetirementOverride(Strict):
@@ -225,9 +229,10 @@ class Directory(Strict):
         cached = self._windows.get((number, region))
         if cached is not None and cached[0] is line and cached[1] is self.defaults:
             return cached[2]
-        window = self.defaults.retirement.merged(line.retirement)
         in_region = line.regions.get(region)
-        window = window.merged(in_region.retirement if in_region else None)
+        window = self.defaults.retirement.merged(
+            line.retirement, in_region.retirement if in_region else None
+        )
         if region in self.regions:  # bounded: only the directory's own keys
             self._windows[(number, region)] = (line, self.defaults, window)
         return window

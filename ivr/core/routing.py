@@ -241,5 +241,7 @@ def resolve_target(directory: Directory, route: Route, ref: str) -> Target | Non
             return None
         return Target("emergency", service, number=region.emergency[service])  # type: ignore[index]
     if kind == "utility":
-        return Target("utility", arg, number=region.utilities[arg])  # type: ignore[index]
+        if arg not in region.utilities:
+            return None
+        return Target("utility", arg, number=region.utilities[arg])
     return None

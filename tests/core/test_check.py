@@ -89,6 +89,51 @@ def test_window_out_of_order_is_refused_at_the_line(config_copy: Path) -> None:
     ), errors
 
 
+def test_line_level_window_out_of_order_is_refused_not_raised(config_copy: Path) -> None:
+    # Under the line, not a region: the merge with the defaults used to raise a bare
+    # pydantic error out of `ivr check` (and out of a reload).
+    lines = config_copy / "config" / "lines.yaml"
+    edit(
+        lines,
+        '"12330": {name: 知识产权,',
+        '"12330": {retirement: {prompt_until: 2021-11-01}, name: 知识产权,',
+    )
+    errors = errors_of(config_copy)
+    assert any(
+        f"lines.yaml:{line_of(lines, 'prompt_until: 2021-11-01')}:" in e
+        and "12330 in fuzhou: prompt_until 2021-11-01 is before retired_on 2021-12-01" in e
+        for e in errors
+    ), errors
+    with pytest.raises(ConfigError):
+        load_hotline(config_copy)
+
+
+def test_region_override_may_put_a_line_window_right(config_copy: Path) -> None:
+    # The line's own date is out of order with the defaults, the region's brings the
+    # window right again: only the window in force counts, at check and at call time.
+    lines = config_copy / "config" / "lines.yaml"
+    edit(
+        lines,
+        '"12330": {name: 知识产权,',
+        '"12330": {retirement: {prompt_until: 2021-11-01}, '
+        "regions: {xiamen: {retirement: {retired_on: 2021-08-01}}}, name: 知识产权,",
+    )
+    errors = errors_of(config_copy)
+    assert not any("12330 in xiamen" in e for e in errors), errors
+    assert any("12330 in fuzhou" in e for e in errors), errors
+    edit(lines, "retirement: {prompt_until: 2021-11-01}, ", "")
+    edit(lines, "regions: {xiamen: {retirement: {retired_on: 2021-08-01}}}, ", "")
+    edit(
+        lines,
+        '"12330": {name: 知识产权,',
+        '"12330": {retirement: {prompt_until: 2021-11-01, retired_on: 2021-08-01}, '
+        "regions: {xiamen: {retirement: {prompt_until: 2021-12-31}}}, name: 知识产权,",
+    )
+    hotline = load_hotline(config_copy)
+    window = hotline.directory.retirement("12330", "xiamen")
+    assert (str(window.retired_on), str(window.prompt_until)) == ("2021-08-01", "2021-12-31")
+
+
 def test_window_not_about_three_months_is_a_warning(config_copy: Path) -> None:
     lines = config_copy / "config" / "lines.yaml"
     edit(lines, "prompt_until: 2022-02-14}", "prompt_until: 2021-12-14}")

@@ -208,3 +208,22 @@ def test_a_copy_with_other_dates_does_not_reuse_the_cached_windows(hotline: Hotl
     window = copy.retirement("12365", "fuzhou")
     assert (window.retired_on, window.prompt_until) == (date(2023, 1, 1), date(2023, 3, 31))
     assert directory.retirement("12365", "fuzhou").retired_on == date(2021, 12, 1)
+
+
+def test_only_the_window_in_force_is_checked_not_each_layer(hotline: Hotline) -> None:
+    # The line moves its end before the default start; the region moves the start back
+    # in front of it. The line's window alone would be out of order; the region's is not.
+    directory = hotline.directory
+    early_end = RetirementOverride(prompt_until=date(2021, 11, 1))
+    original = directory.lines["12365"]
+    xiamen = original.regions["xiamen"].model_copy(
+        update={"retirement": RetirementOverride(retired_on=date(2021, 8, 1))}
+    )
+    line = original.model_copy(
+        update={"retirement": early_end, "regions": {**original.regions, "xiamen": xiamen}}
+    )
+    copy = directory.model_copy(update={"lines": {**directory.lines, "12365": line}})
+    window = copy.retirement("12365", "xiamen")
+    assert (window.retired_on, window.prompt_until) == (date(2021, 8, 1), date(2021, 11, 1))
+    with pytest.raises(ValidationError, match="prompt_until 2021-11-01 is before retired_on"):
+        copy.retirement("12365", "fuzhou")

@@ -51,7 +51,9 @@ def test_sub_centre_is_reached_at_the_region_area_code(hotline: Hotline) -> None
     assert plan(hotline, "sub_centre:12366", region="ningde").target.number == "059312366"
 
 
-@pytest.mark.parametrize("ref", ["sub_centre:99999", "kept_seats:12316", "nobody", "queue:"])
+@pytest.mark.parametrize(
+    "ref", ["sub_centre:99999", "kept_seats:12316", "nobody", "queue:", "utility:phone", "utility"]
+)
 def test_a_target_naming_nobody_is_refused(hotline: Hotline, ref: str) -> None:
     with pytest.raises(UnknownTransferTarget):
         plan(hotline, ref)

@@ -189,6 +189,7 @@ def test_caller_leaving_mid_transfer_is_answered_not_abandoned(rig: Rig) -> None
     [
         ("sub_centre:12366", "", 409, "seat_call"),
         ("sub_centre:99999", SEAT_CALL, 422, "names nobody"),
+        ("utility:phone", SEAT_CALL, 422, "names nobody"),  # a typo, not a lost call
     ],
 )
 def test_requests_that_cannot_start(
