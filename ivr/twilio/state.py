@@ -236,4 +236,6 @@ class Tokens:
         return base64.urlsafe_b64encode(mac.digest()[:18]).decode()
 
     def check(self, token: str, call_sid: str, step: int, purpose: str) -> bool:
-        return hmac.compare_digest(token, self.make(call_sid, step, purpose))
+        # As bytes: compare_digest raises on a str that is not ASCII (a forged token).
+        expected = self.make(call_sid, step, purpose).encode()
+        return hmac.compare_digest(token.encode("utf-8", "replace"), expected)

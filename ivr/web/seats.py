@@ -53,7 +53,9 @@ def _authorised() -> tuple[Response, int] | None:
     token: str = current_app.extensions["ivr"]["seat_token"]
     given = request.headers.get("Authorization", "")
     scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+    # As bytes: compare_digest raises on a str that is not ASCII.
+    given_token = value.strip().encode("utf-8", "replace")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given_token, token.encode()):
         why = "no bearer token" if not given else "wrong token"
         log.warning("seat API: %s %s refused from %s: %s",
                     request.method, request.path, request.remote_addr, why)  # fmt: skip

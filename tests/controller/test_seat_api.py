@@ -68,7 +68,13 @@ def test_calls_in_progress_are_listed() -> None:
 
 
 @pytest.mark.parametrize(
-    "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}]
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": "Bearer \u00e9t\u00e9"},  # not ASCII: refused, not a 500
+    ],
 )
 def test_no_valid_token_no_answer(
     headers: dict[str, str], caplog: pytest.LogCaptureFixture

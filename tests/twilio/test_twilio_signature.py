@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import re
 import threading
 from datetime import datetime
 from urllib.parse import urlencode, urlsplit
@@ -199,6 +200,20 @@ def test_a_step_changed_in_the_url_is_forged(harness: Harness) -> None:
     bumped = action.replace("s=1&", "s=2&")
     assert bumped != action
     assert peer.post(bumped, Digits="1").status_code == 403
+    assert peer.post(action, Digits="1").status_code == 200  # the call is unharmed
+
+
+@pytest.mark.parametrize("forged", ["%C3%A9", "%E4%B8%AD" * 8])
+def test_a_token_that_is_not_ascii_is_forged_too(harness: Harness, forged: str) -> None:
+    # hmac.compare_digest refuses to compare such strings at all: that must read as
+    # a forgery (403), not as our failure (which sends the call to the seats).
+    peer = TwilioPeer(harness.client, TO)
+    action = peer.call()[-1].text or ""
+    step = harness.store.get(peer.sid).step  # type: ignore[union-attr]
+    tampered = re.sub(r"t=[^&]+", f"t={forged}", action)
+    assert tampered != action
+    assert peer.post(tampered, Digits="1").status_code == 403
+    assert harness.store.get(peer.sid).step == step  # type: ignore[union-attr]
     assert peer.post(action, Digits="1").status_code == 200  # the call is unharmed
 
 
