@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 # QUEUESTATUS values that mean nobody could take the call, as opposed to a timeout.
 _QUEUE_NO_MEMBERS = {"FULL", "JOINEMPTY", "LEAVEEMPTY", "JOINUNAVAIL", "LEAVEUNAVAIL"}
 _DIAL_OUTCOME = {"ANSWER": "answered", "NOANSWER": "noanswer", "BUSY": "busy"}
-# How long a connect with no ring timeout may block before we stop waiting on it.
-_NO_TIMEOUT_CAP = 4 * 3600.0
+# How long a connect (ringing and the conversation after it) may block before we
+# stop waiting on it.
+_CONVERSATION_CAP = 4 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -321,11 +322,12 @@ class _Channel:
         screen = var.tags_value({**tags, "call_id": agi.uniqueid})
         self._set({var.CALL: screen, var.CDR_TAGS: var.tags_value(tags)})
         timeout = connect.timeout
-        block = (timeout + 30.0) if timeout else _NO_TIMEOUT_CAP
         self.connect_started = time.monotonic()
         target = connect.target
+        # Queue and Dial return when the conversation ends, not when the ringing does:
+        # however long the ring timeout, the answer may come hours later.
         # A -1 from Queue or Dial is the caller leaving, however late Asterisk says so.
-        with agi.command_timeout(block), agi.hangup_expected():
+        with agi.command_timeout(_CONVERSATION_CAP), agi.hangup_expected():
             if target.queue:
                 agi.appexec(
                     "Queue", f"{target.queue},{self.settings.queue_options},,,{timeout or ''}"

@@ -3,6 +3,7 @@ what it does with Asterisk's answers. The real Asterisk is in tests/lab."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import threading
@@ -17,7 +18,8 @@ from ivr.agi.calls import AsteriskSettings, CallController, CallInfo, _Channel
 from ivr.agi.glue import confbridge_conf, extensions_conf, queues_conf
 from ivr.agi.server import AgiServer
 from ivr.core.clock import SHANGHAI
-from ivr.core.routing import Call, Hotline
+from ivr.core.engine import Connect
+from ivr.core.routing import Call, Hotline, Target
 from ivr.paths import bundled_root
 
 from agi.fake_asterisk import FakeAsterisk
@@ -186,6 +188,44 @@ def test_variables_go_in_one_command_unless_a_value_would_split(hotline: Hotline
     assert agi.sent[1:] == [("SET", "A", "a,b"), ("SET", "B", 'say "hi"')]
     channel._set({"A": "one", "B": 'say "hi"'})  # only A changed: one SET VARIABLE
     assert agi.sent[3:] == [("SET", "A", "one")]
+
+
+class _LongTalk(_Commands):
+    """Records how long each connect may block waiting for Asterisk's answer."""
+
+    uniqueid = "1732612345.17"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks: list[float] = []
+
+    @contextlib.contextmanager
+    def command_timeout(self, seconds: float) -> Iterator[None]:
+        self.blocks.append(seconds)
+        yield
+
+    @contextlib.contextmanager
+    def hangup_expected(self) -> Iterator[None]:
+        yield
+
+    def get_full_variable(self, expression: str) -> str:
+        return "||7|seat-1" if "QUEUESTATUS" in expression else "ANSWER|3900|3880|110"
+
+
+@pytest.mark.parametrize(
+    "target", [Target("seats", "quanzhou-12315", queue="quanzhou-12315"),
+               Target("emergency", "110", number="110")],
+)  # fmt: skip
+def test_a_conversation_may_outlast_the_ring_timeout(hotline: Hotline, target: Target) -> None:
+    # Queue and Dial return when the conversation ends, not when the ringing does:
+    # bounding the wait by the ring timeout cut every call longer than about a
+    # minute off its survey and queued the caller again.
+    call = Call(dialed="12315", now=datetime(2026, 11, 26, 10, tzinfo=SHANGHAI), region="quanzhou")
+    agi = _LongTalk()
+    channel = _Channel(agi, hotline, hotline.route(call), AsteriskSettings())  # type: ignore[arg-type]
+    result = channel.connect(Connect(target, timeout=20, via="queue"))
+    assert result.outcome == "answered"
+    assert agi.blocks and min(agi.blocks) >= 3600
 
 
 def test_kept_seats_unanswered_fall_back_to_12345_seats(controller, hotline: Hotline) -> None:
