@@ -90,6 +90,8 @@ def _transfer_contexts(hotline: Hotline) -> list[str]:
     handler tells the controller when the caller leaves first.
     """
     room, dial, ring = var.TRANSFER_ROOM, var.TRANSFER_DIAL, var.TRANSFER_RING_S
+    # The controller was not reached, or failed and asked the glue to take over.
+    fell_back = f'$["${{AGISTATUS}}" = "FAILURE" | "${{{var.RESULT}}}" = "{var.RESULT_FALLBACK}"]'
     queues = sorted(hotline.directory.queues())
     return [
         "[ivr-three-way]",
@@ -98,7 +100,9 @@ def _transfer_contexts(hotline: Hotline) -> list[str]:
         "exten => caller,1,Set(CHANNEL(hangup_handler_push)=ivr-transfer-end,s,1)",
         f" same => n,ConfBridge(${{{room}}},{CONFBRIDGE_BRIDGE},{CONFBRIDGE_CALLER})",
         " same => n,Set(CHANNEL(hangup_handler_pop)=)",
+        f" same => n,Set({var.RESULT}=)",
         " same => n,AGI(${IVR_AGI}/transfer_ended,three_way)",
+        f" same => n,GotoIf({fell_back}?ivr-transfer-fallback,s,1)",
         " same => n,Hangup()",
         "; The seat, and the target once it answers (the controller originates it here).",
         f"exten => member,1,ConfBridge(${{{room}}},{CONFBRIDGE_BRIDGE},{CONFBRIDGE_MEMBER})",
@@ -110,14 +114,24 @@ def _transfer_contexts(hotline: Hotline) -> list[str]:
         "exten => caller,1,Set(CHANNEL(hangup_handler_push)=ivr-transfer-end,s,1)",
         f" same => n,Dial(${{{dial}}},${{{ring}}},g)",
         " same => n,Set(CHANNEL(hangup_handler_pop)=)",
+        f" same => n,Set({var.RESULT}=)",
         " same => n,AGI(${IVR_AGI}/transfer_ended,one_key,${DIALSTATUS})",
+        f" same => n,GotoIf({fell_back}?ivr-transfer-fallback,s,1)",
         ' same => n,GotoIf($["${DIALSTATUS}" = "ANSWER"]?done)',
         f" same => n,Queue(${{{var.FALLBACK_QUEUE}}},c)",
         " same => n(done),Hangup()",
         "",
+        "[ivr-transfer-fallback]",
+        "; Back from a transfer and the controller could not be reached or failed: the",
+        "; caller is still on the line, so the seats take them.",
+        f"exten => s,1,NoOp(fallback: AGISTATUS=${{AGISTATUS}} {var.RESULT}=${{{var.RESULT}}})",
+        f" same => n,Queue(${{{var.FALLBACK_QUEUE}}},c)",
+        " same => n,Hangup()",
+        "",
         "[ivr-transfer-end]",
         "; Hang-up handler of a transferred caller: the call record ends at the controller.",
-        "exten => s,1,AGI(${IVR_AGI}/transfer_ended,hangup)",
+        "; DIALSTATUS tells an answered one-key transfer from one the caller left ringing.",
+        "exten => s,1,AGI(${IVR_AGI}/transfer_ended,hangup,${DIALSTATUS})",
         f' same => n,ExecIf($["${{{room}}}" != ""]?ConfKick(${{{room}}},all))',
         " same => n,Return()",
         "",

@@ -13,6 +13,7 @@ import pytest
 
 from controller.test_calls import Recorder, asterisk
 from ivr.agi.calls import CallController
+from ivr.agi.glue import extensions_conf
 from ivr.agi.manager import AmiLink, AmiSettings, AmiUnavailable
 from ivr.agi.server import AgiServer
 from ivr.agi.transfers import AsteriskTransfers
@@ -197,6 +198,34 @@ def test_caller_leaving_during_the_transfer_ends_the_record_once(rig: Rig) -> No
     assert failed["outcome"] == "caller_left"
     types = [e["type"] for e in rig.events()]
     assert types.count("call_ended") == 1 and "survey_result" not in types
+
+
+def test_caller_hanging_up_on_the_answered_target_is_transferred(rig: Rig) -> None:
+    # The glue's hang-up handler passes DIALSTATUS: ANSWER when the caller talked to
+    # 110 and then hung up, which is a transfer done, not one the caller gave up on.
+    peer = rig.queued_call()
+    rig.transfers.transfer(UNIQUEID, "emergency:110")
+    rig.pulled_out_of_the_queue(peer)
+    assert rig.back_from_transfer("hangup", "ANSWER") == []
+    assert rig.wait_for("transferred")["target"] == "110"
+    types = [e["type"] for e in rig.events()]
+    assert "transfer_failed" not in types and types.count("call_ended") == 1
+
+
+def test_the_glue_tells_the_controller_how_the_transfer_ended(hotline: Hotline) -> None:
+    text = extensions_conf(hotline)
+    handler = text.split("[ivr-transfer-end]")[1].split("\n\n")[0]
+    assert "AGI(${IVR_AGI}/transfer_ended,hangup,${DIALSTATUS})" in handler
+    # back from either transfer, a controller that failed or was not reached leaves
+    # the caller to the seats, never to a hang-up
+    for context in ("[ivr-three-way]", "[ivr-one-key]"):
+        block = text.split(context)[1].split("\n\n")[0]
+        steps = [line for line in block.splitlines() if "AGI(" in line or "GotoIf(" in line]
+        assert "transfer_ended" in steps[0]
+        assert '"${AGISTATUS}" = "FAILURE" | "${IVR_RESULT}" = "fallback"' in steps[1]
+        assert steps[1].endswith("?ivr-transfer-fallback,s,1)")
+    fallback = text.split("[ivr-transfer-fallback]")[1].split("\n\n")[0]
+    assert "Queue(${IVR_FALLBACK_QUEUE},c)" in fallback
 
 
 @pytest.mark.parametrize("rig", [{"bridgepeer": ""}], indirect=True)

@@ -405,6 +405,32 @@ def test_one_key_transfer_puts_the_caller_through_and_frees_the_seat(
     assert transferred[0]["method"] == "one_key"
 
 
+def test_back_from_a_transfer_without_the_controller_the_seats_take_the_caller(
+    hotline_lab: HotlineLab, lab: Lab
+) -> None:
+    # The controller goes away while the caller talks to 110: when 110 hangs up, the
+    # glue cannot reach it (AGISTATUS=FAILURE) and must queue the caller, not hang up.
+    mark, log_at = lab.mark(), log_size(hotline_lab)
+    pending, call_id = desk_call(hotline_lab, lab, mark, hold=45.0)
+    status, plan = seat_api(hotline_lab, f"/calls/{call_id}/transfers", {"target": "emergency:110"})
+    assert status == 202 and plan["method"] == "one_key", plan
+    deadline = time.monotonic() + 20
+    while not lab.seat_calls("outside", mark):
+        assert time.monotonic() < deadline, "110 was never rung"
+        time.sleep(0.1)
+    hotline_lab.stop_controller()
+    result = pending.wait(90)
+    assert result.answered
+    seats = [seat for seat, _ in landed(lab, mark)]
+    assert sorted(seats) == ["desk", "desk", "outside"]  # the desk, 110, the seats again
+    log = lab.messages_log.read_text(errors="replace")[log_at:]
+    assert "fallback: AGISTATUS=FAILURE" in log
+    assert re.search(
+        r'Executing \[s@ivr-transfer-fallback:\d+\] Queue\("[^"]+", "putian-12345,c"\)', log
+    )
+    assert no_channels_left(lab, timeout=60)
+
+
 def test_seat_api_refuses_bad_requests(hotline_lab: HotlineLab) -> None:
     assert seat_api(hotline_lab, "/calls/nope/transfers", {"target": "seats"})[0] == 404
     request = urllib.request.Request(f"http://127.0.0.1:{hotline_lab.http_port}/calls")
