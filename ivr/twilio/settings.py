@@ -88,6 +88,14 @@ class TwilioSection(_Strict):
         default=1, ge=1, le=10, description="wait for a shortcut key after a prompt ends"
     )
     hold_music_url: str | None = None
+    action_wait_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=10,
+        description="how long the status callback of a caller who left while being put "
+        "through waits for the Dial's or Enqueue's own report, which knows whether a "
+        "person answered (Twilio sends the two in no set order)",
+    )
     numbers: dict[str, NumberEntry] = Field(default_factory=dict)
     queues: dict[str, str] = Field(
         default_factory=dict,
@@ -156,6 +164,7 @@ class TwilioSettings:
     say_voice: str | None = None
     shortcut_timeout_s: int = 1
     hold_music_url: str | None = None
+    action_wait_s: float = 2.0
     numbers: Mapping[str, NumberRoute] = field(default_factory=dict)
     queues: Mapping[str, Destination] = field(default_factory=dict)
     dial_template: str = "{number}"
@@ -242,6 +251,7 @@ def load_twilio_settings(
         say_voice=config.say_voice,
         shortcut_timeout_s=config.shortcut_timeout_s,
         hold_music_url=config.hold_music_url,
+        action_wait_s=config.action_wait_s,
         numbers={
             number_key(k): NumberRoute(v.line, v.region, v.trunk) for k, v in config.numbers.items()
         },

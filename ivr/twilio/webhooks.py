@@ -22,6 +22,7 @@ import copy
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -300,6 +301,7 @@ class TwilioWebhooks:
         sid, call_status = _need(form, "CallSid"), _need(form, "CallStatus")
         if call_status not in ENDED:
             return Response(status=204)
+        waited_for_action = False
         for _ in range(3):  # a continuation may move the call meanwhile: read again
             record = self.store.get(sid)
             if record is None or record.state.get("done"):
@@ -313,6 +315,13 @@ class TwilioWebhooks:
                 else:
                     turn.session.caller_hung_up(answered=True)
             elif state.waiting in ("connect", "last_resort"):
+                if not waited_for_action:
+                    # Twilio also requests the Dial's or Enqueue's action, which says
+                    # whether a person answered; the two come in no set order. Let it
+                    # close the call; only if it does not come is this one the end.
+                    waited_for_action = True
+                    if self._moved_meanwhile(sid, record.step):
+                        continue
                 waited = turn.now - (record.connect_at or turn.now)
                 turn.session.caller_hung_up(answered=False, wait_s=max(0.0, waited))
             else:
@@ -321,6 +330,16 @@ class TwilioWebhooks:
                 return Response(status=204)
         log.warning("twilio call %s: status callback lost the race three times", sid)
         return Response(status=204)
+
+    def _moved_meanwhile(self, sid: str, step: int) -> bool:
+        """Whether another webhook moved the call from `step` within action_wait_s."""
+        deadline = time.monotonic() + self.settings.action_wait_s
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            record = self.store.get(sid)
+            if record is None or record.step != step:
+                return True
+        return False
 
     def fallback(self) -> Response:
         """Twilio's fallback URL: something of ours failed; the caller goes to the seats."""

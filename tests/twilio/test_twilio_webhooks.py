@@ -4,6 +4,7 @@ the kept-seat fallback, the survey, hang-ups, bad input and failures of ours."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 import xml.etree.ElementTree as ET
 from datetime import datetime
@@ -282,6 +283,37 @@ def test_caller_hangs_up_while_queued_is_abandoned_once(
     assert "missed_call_callback_created" in types and "answered" not in types
     abandoned = harness.events.of_type("abandoned")[0]
     assert abandoned["wait_s"] == (40.0 if status_first else 38.0)
+
+
+@pytest.mark.parametrize(
+    ("report", "answered"),
+    [({"QueueResult": "bridged", "QueueTime": "12"}, True),
+     ({"QueueResult": "hangup", "QueueTime": "12"}, False)],
+)  # fmt: skip
+def test_status_callback_before_the_queues_report_waits_for_it(
+    hotline: Hotline, report: dict[str, str], answered: bool
+) -> None:
+    # The caller talked to a seat and hung up: Twilio sends the status callback and the
+    # Enqueue's action in no set order. Arriving first, the status callback must not
+    # call the caller abandoned (and order a callback) before the action says bridged.
+    h = make_harness(hotline, NOW, settings=make_settings(action_wait_s=5.0))
+    peer = TwilioPeer(h.client, FUZHOU_12345)
+    action = only(parse(peer.post(peer.call()[-1].text or "").data), "Enqueue").get("action", "")
+    status: list[int] = []
+    second = TwilioPeer(h.app.test_client(), FUZHOU_12345, sid=peer.sid)
+    thread = threading.Thread(target=lambda: status.append(second.hang_up()))
+    started = time.monotonic()
+    thread.start()
+    time.sleep(0.3)  # the status callback is waiting
+    peer.status = "completed"
+    assert peer.post(action, **report).status_code == 200
+    thread.join(10)
+    assert status == [204] and time.monotonic() - started < 4.0
+    types = h.events.types()
+    assert types.count("call_ended") == 1
+    assert ("answered" in types) is answered
+    assert ("abandoned" in types) is not answered
+    assert ("missed_call_callback_created" in types) is not answered
 
 
 def test_caller_hangs_up_during_the_greeting_is_no_abandonment(

@@ -72,7 +72,9 @@ class Clock:
 
 
 def make_settings(**section: Any) -> TwilioSettings:
-    options: dict[str, Any] = {"public_base_url": PUBLIC, "numbers": NUMBERS}
+    # A status callback waits this long for a connect's own report; tests that race
+    # the two set their own.
+    options: dict[str, Any] = {"public_base_url": PUBLIC, "numbers": NUMBERS, "action_wait_s": 0.2}
     options.update(section)
     return load_twilio_settings(options, env={"TWILIO_AUTH_TOKEN": TOKEN})
 
