@@ -104,8 +104,11 @@ class TwilioTransfers:
                 "a three-way transfer on Twilio needs the seat's call (seat_call)"
             )
         target_to = self._dialable(plan.target)
-        wait = max(0.0, turn.now - (record.connect_at or turn.now))
-        self._answered_now(turn, ConnectResult("answered", wait, seat_call or None))
+        if pending and pending.get("caller_stayed"):
+            wait = float(pending.get("wait_s", 0.0))  # an attempt before this one recorded it
+        else:
+            wait = max(0.0, turn.now - (record.connect_at or turn.now))
+            self._answered_now(turn, ConnectResult("answered", wait, seat_call or None))
         room = f"ivr-{call_id}"
         turn.record.extra["transfer"] = {
             "method": plan.method,
@@ -115,6 +118,7 @@ class TwilioTransfers:
             "seat_call": seat_call,
             "room": room,
             "step": turn.record.step,
+            "connect_step": record.step,  # the queue's or dial's own report carries it
             "wait_s": wait,
             "concluded": False,
         }
@@ -122,8 +126,10 @@ class TwilioTransfers:
         caller_twiml = self._caller_twiml(call_id, step, plan, room)
         if hooks._commit(turn, record.step, VoiceResponse()).status_code != 200:
             raise TransferRefused("the call moved on meanwhile; try again")
+        caller_moved = False
         try:
             self.rest.redirect(call_id, str(caller_twiml))
+            caller_moved = True
             if plan.method == "three_way":
                 self.rest.redirect(seat_call, str(_room_twiml(room, ends_it=False)))
                 _, conference = self.rest.ring_into(
@@ -138,7 +144,9 @@ class TwilioTransfers:
                 )  # fmt: skip
                 self._remember(call_id, conference=conference)
         except TwilioUnavailable:
-            self._conclude_now(call_id, "failed")
+            # Not moved, the caller is still talking to the seat: when the seat hangs
+            # up, the queue's or dial's own report must still lead to the survey.
+            self._conclude_now(call_id, "failed", caller_stayed=not caller_moved)
             raise
         return plan
 
@@ -290,7 +298,7 @@ class TwilioTransfers:
         return verdict
 
     def _conclude_now(
-        self, sid: str, outcome: str, step: int | None = None
+        self, sid: str, outcome: str, step: int | None = None, caller_stayed: bool = False
     ) -> TransferOutcome | None:
         """Conclude outside the caller's own webhooks."""
         verdicts: list[TransferOutcome] = []
@@ -299,6 +307,8 @@ class TwilioTransfers:
             transfer = record.extra.get("transfer") or {}
             if step is not None and transfer.get("step") != step:
                 return False  # a callback of an earlier transfer of this call
+            if caller_stayed:
+                turn.record.extra["transfer"]["caller_stayed"] = True
             verdict = self._conclude(turn, outcome)
             verdicts[:] = [verdict] if verdict is not None else []
             return verdict is not None

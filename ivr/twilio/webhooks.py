@@ -46,6 +46,7 @@ from ivr.core.engine import (
 )
 from ivr.core.privacy import mask_number
 from ivr.core.routing import Call, Hotline, Route
+from ivr.core.transfer import drop_repeated_answer
 from ivr.events import EventSink, NoEvents
 from ivr.twilio.events import TwilioCall
 from ivr.twilio.fields import query_fields, webhook_fields
@@ -245,8 +246,18 @@ class TwilioWebhooks:
         if record is None:
             log.warning("twilio call %s: unknown or expired call state; to the seats", sid)
             return self._to_seats(req, "state_lost")
+        transfer = record.extra.get("transfer") or {}
+        stayed = (
+            transfer.get("caller_stayed") is True
+            and step == transfer.get("connect_step")
+            and not record.state.get("done")
+        )
+        if stayed:
+            # A seat's transfer that never moved the caller: this is the report of the
+            # connect they are still in (the seat hung up, or they did).
+            step = record.step
         if record.step != step:
-            if record.state.get("done") or "transfer" in record.extra:
+            if record.state.get("done") or transfer:
                 # a late result for a call that has ended, or the queue's or dial's own
                 # report once a seat's transfer moved the caller: Twilio ignores it
                 return _twiml(Twiml())
@@ -267,6 +278,8 @@ class TwilioWebhooks:
                 response = Twiml()
             else:
                 response = self._walk(turn, session.resume(result))
+            if stayed:
+                drop_repeated_answer(session.events)  # answered when the transfer began
         elif gone:
             session.caller_hung_up()
             response = Twiml()

@@ -209,11 +209,30 @@ def test_a_caller_still_in_the_greeting_is_not_talking_to_a_seat(rig: Rig) -> No
 
 def test_twilio_refusing_the_move_is_503_and_recorded(hotline: Hotline) -> None:
     rig = Rig(hotline, TwilioApi(fail=True))
-    rig.queued()
+    enqueue = rig.queued()
     answer = rig.seat_transfers("emergency:110", seat_call="")
     assert answer.status_code == 503
     (failed,) = rig.events.of_type("transfer_failed")
     assert failed["outcome"] == "failed"
+    # The caller never left the seat. When the seat hangs up, the queue's own report
+    # goes on to the survey, as if no transfer had been tried.
+    after = rig.peer.post(enqueue.get("action", ""), QueueResult="bridged", QueueTime="9")
+    assert after.status_code == 200
+    assert parse(after.data)[0].tag == "Gather"  # the survey question
+    assert rig.types().count("answered") == 1
+    assert rig.peer.post(parse(after.data)[0].get("action", ""), Digits="1").status_code == 200
+    assert rig.types()[-1] == "call_ended"
+
+
+def test_after_a_move_twilio_refused_the_seat_may_try_again(hotline: Hotline) -> None:
+    api = TwilioApi(fail=True)
+    rig = Rig(hotline, api)
+    rig.queued()
+    assert rig.seat_transfers("emergency:110", seat_call="").status_code == 503
+    api.fail = False
+    answer = rig.seat_transfers("emergency:110", seat_call="")
+    assert answer.status_code == 202 and answer.json["method"] == "one_key"
+    assert rig.types().count("answered") == 1
 
 
 def test_without_an_account_sid_no_transfer(hotline: Hotline) -> None:
