@@ -35,6 +35,7 @@ from ivr.platform.sink import PublishingSink
 from ivr.settings import ControllerSettings, host_port, secret
 from ivr.twilio import SequencedSink, register_twilio
 from ivr.web import create_app
+from ivr.web.access_log import MaskedRequestLog
 from ivr.web.metrics import IndicatorCollector, LiveIndicators
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,9 @@ class Controller:
 
     def start(self) -> tuple[str, int]:
         address = self.agi.start()
-        self.http = make_server(*self.http_address, self.app, threaded=True)
+        self.http = make_server(
+            *self.http_address, self.app, threaded=True, request_handler=MaskedRequestLog
+        )
         threading.Thread(target=self.http.serve_forever, name="http", daemon=True).start()
         return address
 

@@ -43,7 +43,7 @@ from asterisk.agi import (
 )
 from gevent.hub import Waiter, get_hub
 
-from ivr.core.privacy import mask_number
+from ivr.core.privacy import mask_text
 
 __all__ = [
     "AgiSession",
@@ -63,15 +63,6 @@ ResultDict = dict[str, tuple[str, str]]
 _ENV_LINE = re.compile(r"(agi_[A-Za-z0-9_]+):[ \t]?(.*)")
 # A whole block of such lines (no CR), checked in one match rather than line by line.
 _ENV_BLOCK = re.compile(r"(?:agi_[A-Za-z0-9_]+:[^\n\r]*\n)*agi_[A-Za-z0-9_]+:[^\n\r]*")
-# Digit runs long enough to be a phone number. Runs glued to a '.' followed by
-# digits (uniqueids like 1732612345.17, IP addresses) stay readable because logs
-# need them to follow a call.
-_LONG_DIGITS = re.compile(r"(?<![\d.])\+?\d{6,}(?!\d|\.\d)")
-
-
-def mask_text(text: str) -> str:
-    """Mask every phone-number-like digit run in a log string."""
-    return _LONG_DIGITS.sub(lambda m: mask_number(m.group(0)), text)
 
 
 class CallerHungUp(AGIException):

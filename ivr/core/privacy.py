@@ -25,3 +25,14 @@ def mask_number(number: str | None) -> str:
     if len(digits) >= 11:
         return f"{digits[:3]}****{digits[-4:]}"
     return f"{'*' * (len(digits) - 2)}{digits[-2:]}"
+
+
+# Digit runs long enough to be a phone number. Runs glued to a '.' followed by
+# digits (uniqueids like 1732612345.17, IP addresses) stay readable because logs
+# need them to follow a call.
+_LONG_DIGITS = re.compile(r"(?<![\d.])\+?\d{6,}(?!\d|\.\d)")
+
+
+def mask_text(text: str) -> str:
+    """Mask every phone-number-like digit run in a log string."""
+    return _LONG_DIGITS.sub(lambda m: mask_number(m.group(0)), text)
