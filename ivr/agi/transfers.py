@@ -73,7 +73,9 @@ class AsteriskTransfers:
     def knows(self, call_id: str) -> bool:
         return self.controller.live.get(call_id) is not None
 
-    def transfer(self, call_id: str, target_ref: str, seat_call: str = "") -> TransferPlan:
+    def transfer(
+        self, call_id: str, target_ref: str, seat_call: str = "", method: str | None = None
+    ) -> TransferPlan:
         """Start a transfer; returns once the caller is on the move (the outcome comes
         later, as events). Raises CallNotFound, UnknownTransferTarget, TransferRefused
         or AmiUnavailable; on any of these the call is left as it was."""
@@ -83,7 +85,9 @@ class AsteriskTransfers:
         if not self.ami.configured:
             raise AmiUnavailable("no manager (AMI) user configured for transfers")
         hotline = live.session.hotline
-        plan = plan_transfer(hotline.directory, hotline.transfers, live.info.route, target_ref)
+        plan = plan_transfer(
+            hotline.directory, hotline.transfers, live.info.route, target_ref, method
+        )
         if not live.start_transfer(plan):
             raise TransferRefused("a transfer of this call is already under way")
         link: AmiLink | None = None

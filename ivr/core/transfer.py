@@ -17,12 +17,19 @@ from ivr.core.routing import Route, Target, resolve_target
 TARGET_KINDS = ("emergency", "utility", "sub_centre", "kept_seats", "seats")
 
 
+Method = Literal["one_key", "three_way"]
+METHODS = ("one_key", "three_way")
+
+
 class Strategy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: Literal["one_key", "three_way"]
+    method: Method
     ring_timeout: int = Field(ge=5, le=120)
     on_failure: Literal["back_to_seat", "work_order"]
+    # Methods a seat may ask for instead of `method`, e.g. a three-party call with 110
+    # when it is unclear whose matter it is.
+    also_allowed: tuple[Method, ...] = ()
 
 
 class Strategies(BaseModel):
@@ -48,6 +55,10 @@ class TransferPlan:
 
 class UnknownTransferTarget(ValueError):
     pass
+
+
+class MethodNotAllowed(ValueError):
+    """The seat asked for a method the strategies do not allow for that target."""
 
 
 class CallNotFound(LookupError):
@@ -106,11 +117,22 @@ def drop_repeated_answer(events: list[dict[str, Any]]) -> None:
 
 
 def plan_transfer(
-    directory: Directory, strategies: Strategies, route: Route, target_ref: str
+    directory: Directory,
+    strategies: Strategies,
+    route: Route,
+    target_ref: str,
+    method: str | None = None,
 ) -> TransferPlan:
-    """What a seat's transfer request (e.g. "emergency:110", "sub_centre:12366") does."""
+    """What a seat's transfer request (e.g. "emergency:110", "sub_centre:12366") does.
+
+    The strategies name the method for each kind of target; a seat may ask for another
+    only where they allow it (``also_allowed``)."""
     target = resolve_target(directory, route, target_ref)
     if target is None:
         raise UnknownTransferTarget(f"{target_ref!r} names nobody in {route.region}")
     strategy = strategies.strategies[target.kind]  # type: ignore[index]
-    return TransferPlan(target, strategy.method, strategy.ring_timeout, strategy.on_failure)
+    chosen = method or strategy.method
+    if chosen != strategy.method and chosen not in strategy.also_allowed:
+        allowed = ", ".join((strategy.method, *strategy.also_allowed))
+        raise MethodNotAllowed(f"{chosen!r} is not allowed for {target.kind} targets ({allowed})")
+    return TransferPlan(target, chosen, strategy.ring_timeout, strategy.on_failure)

@@ -83,7 +83,9 @@ class TwilioTransfers:
         record = self.hooks.store.get(call_id)
         return record is not None and not record.state.get("done")
 
-    def transfer(self, call_id: str, target_ref: str, seat_call: str = "") -> TransferPlan:
+    def transfer(
+        self, call_id: str, target_ref: str, seat_call: str = "", method: str | None = None
+    ) -> TransferPlan:
         hooks = self.hooks
         record = hooks.store.get(call_id)
         if record is None or record.state.get("done"):
@@ -98,7 +100,9 @@ class TwilioTransfers:
         if pending and not pending.get("concluded"):
             raise TransferRefused("a transfer of this call is already under way")
         hotline = session.hotline
-        plan = plan_transfer(hotline.directory, hotline.transfers, session.route, target_ref)
+        plan = plan_transfer(
+            hotline.directory, hotline.transfers, session.route, target_ref, method
+        )
         if plan.method == "three_way" and not seat_call:
             raise TransferRefused(
                 "a three-way transfer on Twilio needs the seat's call (seat_call)"

@@ -21,7 +21,13 @@ from typing import Any, Protocol
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from ivr.core.transfer import TransferPlan, TransferRefused, UnknownTransferTarget
+from ivr.core.transfer import (
+    METHODS,
+    MethodNotAllowed,
+    TransferPlan,
+    TransferRefused,
+    UnknownTransferTarget,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +43,9 @@ class TransferDesk(Protocol):
     def front_end(self) -> str: ...
     def live_calls(self) -> list[dict[str, Any]]: ...
     def knows(self, call_id: str) -> bool: ...
-    def transfer(self, call_id: str, target_ref: str, seat_call: str = "") -> TransferPlan: ...
+    def transfer(
+        self, call_id: str, target_ref: str, seat_call: str = "", method: str | None = None
+    ) -> TransferPlan: ...
 
 
 def _desks() -> list[TransferDesk]:
@@ -84,12 +92,15 @@ def transfer(call_id: str) -> tuple[Response, int]:
     seat_call = body.get("seat_call", "")
     if not isinstance(seat_call, str):
         return _problem(400, "field 'seat_call' must be a string")
+    method = body.get("method")
+    if method is not None and method not in METHODS:
+        return _problem(400, f"field 'method' must be one of {', '.join(METHODS)}")
     desk = next((d for d in _desks() if d.knows(call_id)), None)
     if desk is None:
         return _problem(404, f"no call {call_id} in progress here")
     try:
-        plan = desk.transfer(call_id, target.strip(), seat_call)
-    except UnknownTransferTarget as exc:
+        plan = desk.transfer(call_id, target.strip(), seat_call, method)
+    except (UnknownTransferTarget, MethodNotAllowed) as exc:
         return _problem(422, str(exc))
     except TransferRefused as exc:
         return _problem(409, str(exc))

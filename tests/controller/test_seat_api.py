@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from ivr.core.routing import Target
 from ivr.core.transfer import (
     CallNotFound,
+    MethodNotAllowed,
     TransferPlan,
     TransferRefused,
     UnknownTransferTarget,
@@ -29,6 +30,7 @@ class Desk:
     def __init__(self, error: Exception | None = None) -> None:
         self.error = error
         self.requests: list[tuple[str, str, str]] = []
+        self.methods: list[str | None] = []
 
     def live_calls(self) -> list[dict[str, Any]]:
         return [{"call_id": "c1", "caller": "139****0000", "region": "fuzhou"}]
@@ -36,8 +38,11 @@ class Desk:
     def knows(self, call_id: str) -> bool:
         return call_id == "c1"
 
-    def transfer(self, call_id: str, target_ref: str, seat_call: str = "") -> TransferPlan:
+    def transfer(
+        self, call_id: str, target_ref: str, seat_call: str = "", method: str | None = None
+    ) -> TransferPlan:
         self.requests.append((call_id, target_ref, seat_call))
+        self.methods.append(method)
         if self.error:
             raise self.error
         return TransferPlan(Target("sub_centre", "fuzhou-12366", number="059112366"),
@@ -98,6 +103,7 @@ def test_without_a_configured_token_the_api_is_not_served() -> None:
         ({"target": ""}, "'target' is required"),
         ({"target": 110}, "'target' is required"),
         ({"target": "seats", "seat_call": 5}, "'seat_call'"),
+        ({"target": "emergency:110", "method": "conference"}, "'method' must be one of"),
     ],
 )
 def test_malformed_requests_name_what_is_wrong(body: Any, reason: str) -> None:
@@ -115,6 +121,7 @@ def test_malformed_requests_name_what_is_wrong(body: Any, reason: str) -> None:
     ("error", "status"),
     [
         (UnknownTransferTarget("'sub_centre:99999' names nobody in fuzhou"), 422),
+        (MethodNotAllowed("'three_way' is not allowed for utility targets (one_key)"), 422),
         (TransferRefused("the caller is not talking to a seat"), 409),
         (CallNotFound("c1"), 404),
         (RuntimeError("manager 127.0.0.1:5038 unreachable"), 503),
@@ -124,6 +131,15 @@ def test_what_the_front_end_refuses_becomes_an_http_answer(error: Exception, sta
     answer = client(Desk(error)).post("/calls/c1/transfers", json={"target": "x"}, headers=AUTH)
     assert answer.status_code == status
     assert str(error).strip("'") in answer.json["error"] or status == 404
+
+
+def test_the_seat_may_name_the_method() -> None:
+    desk = Desk()
+    body = {"target": "emergency:110", "method": "three_way"}
+    assert client(desk).post("/calls/c1/transfers", json=body, headers=AUTH).status_code == 202
+    assert desk.methods == ["three_way"]
+    client(desk).post("/calls/c1/transfers", json={"target": "emergency:110"}, headers=AUTH)
+    assert desk.methods[-1] is None  # the strategies' own
 
 
 def test_an_unknown_call_is_404_without_asking_the_front_end() -> None:

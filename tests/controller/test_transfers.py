@@ -141,6 +141,25 @@ def test_three_way_moves_caller_and_seat_into_the_room_and_rings_the_target(rig:
     assert rig.calls.live.get(UNIQUEID) is None
 
 
+def test_a_three_party_call_with_110_when_ownership_is_unclear(rig: Rig) -> None:
+    peer = rig.queued_call()
+    plan = rig.transfers.transfer(UNIQUEID, "emergency:110", method="three_way")
+    assert plan.method == "three_way" and plan.target.number == "110"
+    redirect = next(a for a in rig.manager.actions if a.get("Action") == "Redirect")
+    assert (redirect["Context"], redirect["ExtraChannel"]) == (
+        "ivr-three-way", "PJSIP/desk-00000002",
+    )  # fmt: skip
+    rig.pulled_out_of_the_queue(peer)
+    transferred = rig.wait_for("transferred")
+    assert (transferred["kind"], transferred["target"], transferred["method"]) == (
+        "emergency", "110", "three_way",
+    )  # fmt: skip
+    originate = next(a for a in rig.manager.actions if a.get("Action") == "Originate")
+    assert originate["Channel"] == "Local/110@ivr-outbound" and originate["Timeout"] == "30000"
+    commands = rig.back_from_transfer("three_way", keys={"ivr/survey_question": "5"})
+    assert commands[0].startswith("GET DATA ivr/survey_question")
+
+
 @pytest.mark.parametrize(
     "rig", [{"originate": {"Response": "Failure", "Reason": "3"}}], indirect=True
 )

@@ -8,7 +8,13 @@ import pytest
 
 from ivr.core.clock import SHANGHAI
 from ivr.core.routing import Call, Hotline
-from ivr.core.transfer import TransferPlan, UnknownTransferTarget, plan_transfer, transfer_outcome
+from ivr.core.transfer import (
+    MethodNotAllowed,
+    TransferPlan,
+    UnknownTransferTarget,
+    plan_transfer,
+    transfer_outcome,
+)
 
 NOW = datetime(2022, 1, 10, 10, 0, tzinfo=SHANGHAI)
 
@@ -39,6 +45,25 @@ def test_each_kind_of_target_gets_its_strategy(
     planned = plan(hotline, ref)
     assert (planned.method, planned.ring_timeout, planned.on_failure) == (method, ring, on_failure)
     assert planned.target.id == target_id
+
+
+def test_unclear_ownership_with_110_may_be_a_three_party_call(hotline: Hotline) -> None:
+    # 12345–110 linkage: clearly 110's goes one-key; unclear, the seat asks for a
+    # three-party call (caller, 12345, 110).
+    route = route_of(hotline)
+    directory, strategies = hotline.directory, hotline.transfers
+    three = plan_transfer(directory, strategies, route, "emergency:110", "three_way")
+    assert (three.method, three.target.number, three.on_failure) == (
+        "three_way", "110", "back_to_seat",
+    )  # fmt: skip
+    assert plan_transfer(directory, strategies, route, "emergency:110", "one_key").method == (
+        "one_key"
+    )
+    # a utility line has no such choice, nor does a sub-centre go one-key
+    with pytest.raises(MethodNotAllowed, match="not allowed for utility targets"):
+        plan_transfer(directory, strategies, route, "utility:power", "three_way")
+    with pytest.raises(MethodNotAllowed):
+        plan_transfer(directory, strategies, route, "sub_centre:12366", "one_key")
 
 
 def test_the_link_from_kept_seats_back_to_12345_seats(hotline: Hotline) -> None:

@@ -340,13 +340,14 @@ def seat_sent_bye_after(lab: Lab, seat: str, mark: LabMark) -> bool:
 
 
 def transfer_a_desk_call(
-    hotline_lab: HotlineLab, lab: Lab, target: str, hold: float
+    hotline_lab: HotlineLab, lab: Lab, target: str, hold: float, **more: str
 ) -> tuple[LabMark, str, dict[str, object], list[dict[str, object]]]:
     """A Putian caller talks to the desk seat, which transfers them to ``target``; the
     caller stays on until the controller ends the call. (mark, call id, plan, events)"""
     mark = lab.mark()
     pending, call_id = desk_call(hotline_lab, lab, mark, hold=hold)
-    status, plan = seat_api(hotline_lab, f"/calls/{call_id}/transfers", {"target": target})
+    body = {"target": target, **more}
+    status, plan = seat_api(hotline_lab, f"/calls/{call_id}/transfers", body)
     assert status == 202, plan
     if plan["method"] == "three_way":  # a second transfer while this one runs is refused
         assert seat_api(hotline_lab, f"/calls/{call_id}/transfers", {"target": "seats"})[0] == 409
@@ -403,6 +404,22 @@ def test_one_key_transfer_puts_the_caller_through_and_frees_the_seat(
     transferred = [e for e in events if e["type"] == "transferred"]
     assert transferred and transferred[0]["target"] == "110"
     assert transferred[0]["method"] == "one_key"
+
+
+def test_unclear_ownership_brings_110_into_a_three_party_call(
+    hotline_lab: HotlineLab, lab: Lab
+) -> None:
+    mark, call_id, plan, events = transfer_a_desk_call(
+        hotline_lab, lab, "emergency:110", 60.0, method="three_way"
+    )
+    assert plan["method"] == "three_way"
+    assert sorted(landed(lab, mark)) == [("desk", "desk"), ("outside", "110")]
+    assert seat_sent_bye_after(lab, "desk", mark)  # the seat stayed in the call
+    log = lab.messages_log.read_text(errors="replace")
+    assert f"ivr-{call_id},ivr-three-way" in log
+    transferred = [e for e in events if e["type"] == "transferred"]
+    assert len(transferred) == 1 and transferred[0]["target"] == "110"
+    assert transferred[0]["method"] == "three_way"
 
 
 def test_back_from_a_transfer_without_the_controller_the_seats_take_the_caller(

@@ -84,8 +84,8 @@ class Rig:
         assert root[-1].tag == "Enqueue", [c.tag for c in root]
         return root[-1]
 
-    def seat_transfers(self, target: str, seat_call: str = SEAT_CALL) -> Any:
-        body = {"target": target, **({"seat_call": seat_call} if seat_call else {})}
+    def seat_transfers(self, target: str, seat_call: str = SEAT_CALL, **more: str) -> Any:
+        body = {"target": target, **({"seat_call": seat_call} if seat_call else {}), **more}
         return self.client.post(f"/calls/{self.peer.sid}/transfers", json=body,
                                 headers={"Authorization": f"Bearer {SEAT_TOKEN}"})  # fmt: skip
 
@@ -205,6 +205,21 @@ def test_a_caller_still_in_the_greeting_is_not_talking_to_a_seat(rig: Rig) -> No
     rig.peer.call()
     answer = rig.seat_transfers("emergency:110")
     assert answer.status_code == 409 and "not talking to a seat" in answer.json["error"]
+
+
+def test_a_three_party_call_with_110_puts_it_in_the_conference(rig: Rig) -> None:
+    rig.queued()
+    answer = rig.seat_transfers("emergency:110", method="three_way")
+    assert answer.status_code == 202 and answer.json["method"] == "three_way"
+    (caller,) = rig.api.updates_of(rig.peer.sid)
+    assert caller.find("Dial/Conference") is not None  # not a one-key <Dial> to 110
+    participant = rig.participant()
+    assert (participant["To"], participant["Timeout"]) == ("110", 30)
+    # without the seat's own call there is no three-party call on Twilio
+    other = Rig(rig.hooks.hotline_source(), TwilioApi())
+    other.queued()
+    refused = other.seat_transfers("emergency:110", seat_call="", method="three_way")
+    assert refused.status_code == 409 and "seat_call" in refused.json["error"]
 
 
 def test_twilio_refusing_the_move_is_503_and_recorded(hotline: Hotline) -> None:
