@@ -117,18 +117,27 @@ class MemoryStateStore:
             return True
 
 
-# KEYS[1] the call; ARGV: expected step, new step, record, ttl. The step sits in its own
-# field so the comparison never decodes the record.
+# KEYS[1] the call; ARGV: expected step, new step, record, ttl, write id. The step sits
+# in its own field so the comparison never decodes the record. The write id tells our
+# own write, sent again after its reply was lost, from somebody else's: the first one
+# did run, so the second succeeds instead of being refused like a replay.
 _REPLACE = """
 local current = redis.call('HGET', KEYS[1], 'step')
-if current ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'step', ARGV[2], 'record', ARGV[3])
+if current ~= ARGV[1] then
+  if redis.call('HGET', KEYS[1], 'w') == ARGV[5] then return 1 end
+  return 0
+end
+redis.call('HSET', KEYS[1], 'step', ARGV[2], 'record', ARGV[3], 'w', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
+# ARGV: step, record, ttl, write id.
 _CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'step', ARGV[1], 'record', ARGV[2])
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HGET', KEYS[1], 'w') == ARGV[4] then return 1 end
+  return 0
+end
+redis.call('HSET', KEYS[1], 'step', ARGV[1], 'record', ARGV[2], 'w', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
@@ -172,14 +181,15 @@ class RedisStateStore:
         return CallRecord.loads(text) if text is not None else None
 
     def create(self, call_sid: str, record: CallRecord) -> bool:
-        return bool(
-            self._script("create", self.prefix + call_sid, record.step, record.dumps(), self.ttl_s)
-        )
+        key, write = self.prefix + call_sid, _write_id()
+        return bool(self._script("create", key, record.step, record.dumps(), self.ttl_s, write))
 
     def replace(self, call_sid: str, expected_step: int, record: CallRecord) -> bool:
-        key = self.prefix + call_sid
+        key, write = self.prefix + call_sid, _write_id()
         return bool(
-            self._script("replace", key, expected_step, record.step, record.dumps(), self.ttl_s)
+            self._script(
+                "replace", key, expected_step, record.step, record.dumps(), self.ttl_s, write
+            )
         )
 
     def _script(self, name: str, key: str, *args: Any) -> Any:
@@ -203,8 +213,8 @@ class RedisStateStore:
             reply = connection.read_response()
         except redis.ConnectionError:
             # Closed under us (a restart, an idle timeout), before the command reached
-            # Redis as a rule; a script that did run leaves the step moved, and its
-            # second try is refused like a replay.
+            # Redis as a rule; a script that did run knows its own write id the
+            # second time.
             connection.disconnect()
             try:
                 connection.send_command(*args)
@@ -219,6 +229,10 @@ class RedisStateStore:
             if len(idle) < _MAX_IDLE:
                 idle.append(connection)  # a disconnected one connects again when next used
         return reply
+
+
+def _write_id() -> str:
+    return os.urandom(9).hex()
 
 
 class Tokens:

@@ -135,6 +135,75 @@ def test_a_forked_worker_opens_its_own_connections(redis_url: str) -> None:
     assert store.replace("CA-parent", 1, _record(2))
 
 
+class ReplyCutter:
+    """Between the store and a real Redis: passes everything on, except that on the
+    first connection the reply to the first script never comes back (the connection
+    is closed after Redis has run it), as when a connection breaks mid-reply."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.cut = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            first = True
+            while True:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+                threading.Thread(
+                    target=self._relay, args=(client, upstream, first), daemon=True
+                ).start()
+                first = False
+
+    def _relay(self, client: socket.socket, upstream: socket.socket, cut: bool) -> None:
+        with contextlib.suppress(OSError), client, upstream:
+            while data := client.recv(65536):
+                upstream.sendall(data)
+                reply = upstream.recv(65536)  # redis-py waits for each reply in turn
+                if cut and b"EVALSHA" in data:
+                    self.cut += 1
+                    return  # Redis ran it; the store never hears so
+                client.sendall(reply)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("write", ["create", "replace"])
+def test_a_write_whose_reply_was_lost_is_not_refused_as_a_replay(
+    redis_url: str, write: str
+) -> None:
+    # The store sends a script again when its connection breaks. If the first one had
+    # run, the second used to find the step moved and refuse it: a first call
+    # answered 409, or a continuation refused, for a write that did happen.
+    direct = RedisStateStore.from_url(redis_url)
+    assert direct.create("CA0", _record(1)) and direct.replace("CA0", 1, _record(2))
+    # (Redis knows both scripts now: the cut reply is the script's, not a NOSCRIPT)
+    if write == "replace":
+        assert direct.create("CA1", _record(1))
+    cutter = ReplyCutter(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    try:
+        store = RedisStateStore.from_url(f"redis://127.0.0.1:{cutter.port}/0")
+        done = (
+            store.create("CA1", _record(1))
+            if write == "create"
+            else store.replace("CA1", 1, _record(2))
+        )
+    finally:
+        cutter.close()
+    assert cutter.cut == 1 and done
+    assert direct.get("CA1") == _record(1 if write == "create" else 2)
+    # and anybody else's second write is still refused like a replay
+    if write == "create":
+        assert not direct.create("CA1", _record(1))
+    else:
+        assert not direct.replace("CA1", 1, _record(2))
+
+
 def test_a_command_that_timed_out_is_not_sent_again() -> None:
     """A script whose reply never came may have run: sending it again could move a call
     twice. A Redis that answers only the connection's handshake, then nothing."""
