@@ -195,9 +195,11 @@ def test_kept_seats_answer_their_dual_line(lab: Lab) -> None:
     assert "original_line=12315" in cdr["userfield"]
 
 
-def test_kept_seats_silent_for_n_seconds_fall_back_to_12345_seats(lab: Lab) -> None:
+def test_kept_seats_silent_for_n_seconds_fall_back_to_12345_seats(
+    hotline_lab: HotlineLab, lab: Lab
+) -> None:
     # Ningde's kept seats never answer; 12329 gives them 15 s.
-    mark = lab.mark()
+    mark, log_at = lab.mark(), log_size(hotline_lab)
     started = time.monotonic()
     result = lab.call("12329", hold=30.0, trunk="ningde-trunk")
     assert result.answered
@@ -206,6 +208,12 @@ def test_kept_seats_silent_for_n_seconds_fall_back_to_12345_seats(lab: Lab) -> N
     cdr = cdr_for(lab, mark, "12329")
     assert cdr["lastdata"].startswith("ningde-12345,")
     assert "original_line=12329" in cdr["userfield"]
+    # The 12345 seat answered: the survey follows, whatever the first queue's timeout
+    # left in the channel's variables.
+    events = wait_for_call_end(hotline_lab, "ningde")
+    types = [e["type"] for e in events]
+    assert types.count("answered") == 1 and "abandoned" not in types, types
+    assert "ivr/survey_question" in played(hotline_lab, log_at)
 
 
 def test_cancelled_seats_line_reaches_12345_seats_tagged(lab: Lab) -> None:
