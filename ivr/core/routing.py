@@ -133,10 +133,16 @@ def split_dialed(dialed: str) -> tuple[str | None, str]:
     four digits (059x).
     """
     digits = _NON_DIGITS.sub("", dialed)
+    national = None
     if dialed.strip().startswith("+86"):
-        digits = "0" + digits[2:]
+        national = digits[2:]
     elif digits.startswith("0086"):
-        digits = "0" + digits[4:]
+        national = digits[4:]
+    if national is not None:
+        # After the country code: a short or mobile number starts with 1 and has no
+        # area code; a geographic one drops its trunk 0 (some write it anyway).
+        national = national.removeprefix("0")
+        digits = national if national.startswith("1") else "0" + national
     if digits.startswith("0") and len(digits) > 4:
         return digits[:4], digits[4:]
     return None, digits

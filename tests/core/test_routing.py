@@ -21,6 +21,12 @@ NOON = datetime(2024, 6, 1, 12, 0, tzinfo=SHANGHAI)
         ("+86 591 12345", ("0591", "12345")),
         ("008659212358", ("0592", "12358")),
         ("0595-12366", ("0595", "12366")),
+        # international form of a short or mobile number: no area code to find
+        ("+8612345", (None, "12345")),
+        ("+86110", (None, "110")),
+        ("008612366", (None, "12366")),
+        # the trunk 0 written after the country code
+        ("+86 0592 12366", ("0592", "12366")),
         ("110", (None, "110")),
     ],
 )
