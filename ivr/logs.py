@@ -9,14 +9,26 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from ivr.core.clock import SHANGHAI
+from ivr.core.privacy import mask_text
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class LocalTimeFormatter(logging.Formatter):
-    """`%(asctime)s` as Shanghai time to the millisecond, e.g. 2026-11-27T09:48:19.123+08:00."""
+    """`%(asctime)s` as Shanghai time to the millisecond, e.g. 2026-11-27T09:48:19.123+08:00.
+
+    Tracebacks are masked: an exception's message or a quoted value may hold a
+    caller's number, where the log line's own message is masked by whoever writes it.
+    """
+
+    def formatException(self, ei: Any) -> str:
+        return mask_text(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return mask_text(super().formatStack(stack_info))
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         moment = datetime.fromtimestamp(record.created, SHANGHAI)

@@ -48,3 +48,15 @@ def test_logging_set_up_by_the_host_process_is_left_alone() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert done.stderr == "host kept\n"
+
+
+def test_a_traceback_is_logged_masked() -> None:
+    try:
+        raise KeyError("no route for +8613912340000")
+    except KeyError:
+        record = logging.LogRecord(
+            "ivr.test", logging.ERROR, __file__, 1, "call failed", (), sys.exc_info()
+        )
+    line = LocalTimeFormatter(FORMAT).format(record)
+    assert "Traceback" in line and "KeyError" in line
+    assert "139****0000" in line and "13912340000" not in line
