@@ -128,7 +128,8 @@ def plan_transfer(
     The strategies name the method for each kind of target; a seat may ask for another
     only where they allow it (``also_allowed``)."""
     target = resolve_target(directory, route, target_ref)
-    if target is None:
+    # A seat may type any queue name; `ivr check` vouches only for the dialplans' own.
+    if target is None or (target.queue and target.queue not in directory.queues()):
         raise UnknownTransferTarget(f"{target_ref!r} names nobody in {route.region}")
     strategy = strategies.strategies[target.kind]  # type: ignore[index]
     chosen = method or strategy.method

@@ -66,6 +66,11 @@ def test_unclear_ownership_with_110_may_be_a_three_party_call(hotline: Hotline) 
         plan_transfer(directory, strategies, route, "sub_centre:12366", "one_key")
 
 
+def test_a_queue_the_directory_knows_may_be_named(hotline: Hotline) -> None:
+    planned = plan(hotline, "queue:fuzhou-enterprise")
+    assert (planned.target.queue, planned.method) == ("fuzhou-enterprise", "three_way")
+
+
 def test_the_link_from_kept_seats_back_to_12345_seats(hotline: Hotline) -> None:
     # a kept-seat call of 12315 in Putian is transferred back to Putian's 12345 seats
     planned = plan(hotline, "seats", region="putian", dialed="12315")
@@ -77,7 +82,16 @@ def test_sub_centre_is_reached_at_the_region_area_code(hotline: Hotline) -> None
 
 
 @pytest.mark.parametrize(
-    "ref", ["sub_centre:99999", "kept_seats:12316", "nobody", "queue:", "utility:phone", "utility"]
+    "ref",
+    [
+        "sub_centre:99999",
+        "kept_seats:12316",
+        "nobody",
+        "queue:",
+        "queue:fuzhou-nobody",
+        "utility:phone",
+        "utility",
+    ],
 )
 def test_a_target_naming_nobody_is_refused(hotline: Hotline, ref: str) -> None:
     with pytest.raises(UnknownTransferTarget):
