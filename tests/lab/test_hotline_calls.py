@@ -444,7 +444,10 @@ def test_back_from_a_transfer_without_the_controller_the_seats_take_the_caller(
         assert time.monotonic() < deadline, "110 was never rung"
         time.sleep(0.1)
     hotline_lab.stop_controller()
-    result = pending.wait(90)
+    try:
+        result = pending.wait(90)
+    finally:
+        hotline_lab.start_controller()  # for the tests after this one
     assert result.answered
     seats = [seat for seat, _ in landed(lab, mark)]
     assert sorted(seats) == ["desk", "desk", "outside"]  # the desk, 110, the seats again
