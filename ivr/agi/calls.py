@@ -144,11 +144,7 @@ class CallController:
             try:
                 result = channel.do(instruction)
             except CallerHungUp:
-                if (
-                    live is not None
-                    and live.transfer is not None
-                    and isinstance(instruction, Connect)
-                ):
+                if live is not None and isinstance(instruction, Connect) and live.may_park():
                     self._park(channel, live, instruction)
                     return
                 answered, wait_s = channel.after_hangup(instruction)
@@ -189,6 +185,19 @@ class CallController:
         live.parked.set()
         log.info("call %s: handed to a %s transfer", live.info.call_id,
                  live.transfer.method if live.transfer else "?")  # fmt: skip
+
+    def end_parked_call(self, live: LiveCall, wait_s: float = 5.0) -> None:
+        """The caller hung up just as a transfer was starting, and the transfer then
+        failed: the session parked the call for a transfer_ended that will never come.
+        End it as transfer_ended would for a hang-up: they had been talking to a seat."""
+        live.parked.wait(wait_s)  # the session may still be parking it
+        session = live.session
+        with live.events_lock:
+            live.held_events = []  # the steps after the transfer never happened
+            session.caller_hung_up(answered=True)
+            self._send(live.info, session.take_events())
+        self.live.remove(live.info.call_id)
+        log.info("call %s: caller left as a transfer was starting", live.info.call_id)
 
     def conclude_transfer(self, live: LiveCall, outcome: str) -> TransferOutcome | None:
         """Report a transfer's end once (the AMI watcher and transfer_ended may both try)."""

@@ -33,6 +33,7 @@ class LiveCall:
     next_instruction: Instruction | None = None  # where the flow goes on after the transfer
     held_events: list[dict[str, Any]] = field(default_factory=list)
     parked: threading.Event = field(default_factory=threading.Event)
+    parking: bool = False  # the session took the caller's leaving for the transfer's move
     lock: threading.Lock = field(default_factory=threading.Lock)
     # One call's events leave in order even when the AMI watcher reports a transfer's
     # outcome while the call's own session goes on.
@@ -44,7 +45,18 @@ class LiveCall:
             if self.transfer is not None and not self.transfer_concluded:
                 return False
             self.transfer, self.transfer_concluded = plan, False
+            self.parking = False
             self.parked.clear()
+            return True
+
+    def may_park(self) -> bool:
+        """The caller left Queue()/Dial() while a transfer was starting: take that for
+        the transfer's move, unless the transfer was abandoned meanwhile. Decided under
+        the lock, so that exactly one side (this or `abandon_transfer`) ends the call."""
+        with self.lock:
+            if self.transfer is None or self.transfer_concluded:
+                return False
+            self.parking = True
             return True
 
     def conclude_transfer(self) -> TransferPlan | None:
@@ -55,10 +67,16 @@ class LiveCall:
             self.transfer_concluded = True
             return self.transfer
 
-    def abandon_transfer(self) -> None:
-        """The transfer never started (the switch refused it): the call is as before."""
+    def abandon_transfer(self) -> bool:
+        """The transfer never started (the switch refused it): the call is as before.
+
+        True when the caller's session parked the call meanwhile: then the caller did
+        not move but hung up, no transfer_ended will come, and the call must be ended
+        by whoever abandons."""
         with self.lock:
             self.transfer, self.transfer_concluded = None, False
+            parking, self.parking = self.parking, False
+            return parking
 
 
 class LiveCalls:

@@ -102,7 +102,8 @@ class AsteriskTransfers:
             else:
                 self._to_one_key(link, live, plan)
         except Exception:
-            live.abandon_transfer()
+            if live.abandon_transfer():
+                self.controller.end_parked_call(live)  # the caller left meanwhile
             if link is not None:
                 link.close()
             raise

@@ -4,6 +4,7 @@ takes it up again, and what reaches the platform. Real calls are in tests/lab.""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -273,6 +274,36 @@ def test_transfer_requests_that_cannot_start(rig: Rig) -> None:
     with pytest.raises(TransferRefused, match="already under way"):
         rig.transfers.transfer(UNIQUEID, "seats")
     rig.pulled_out_of_the_queue(peer)
+
+
+@pytest.mark.parametrize("rig", [{"silent_on": "Redirect"}], indirect=True)
+def test_caller_hanging_up_as_a_transfer_fails_still_ends_the_call(rig: Rig) -> None:
+    # The caller leaves Queue() while the seat's transfer is starting (so the session
+    # takes it for the transfer's move and parks the call), then the Redirect fails:
+    # no transfer_ended will ever come, and the call must still end.
+    peer = rig.queued_call()
+    failures: list[BaseException] = []
+
+    def transfer() -> None:
+        try:
+            rig.transfers.transfer(UNIQUEID, "emergency:110")
+        except BaseException as exc:  # the manager never answers the Redirect
+            failures.append(exc)
+
+    thread = threading.Thread(target=transfer)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while "Redirect" not in rig.manager.names():
+        assert time.monotonic() < deadline, "the transfer never sent its Redirect"
+        time.sleep(0.01)
+    rig.pulled_out_of_the_queue(peer)  # in fact the caller hanging up
+    thread.join(10)
+    assert len(failures) == 1 and isinstance(failures[0], AmiUnavailable)
+    ended = rig.wait_for("call_ended")
+    assert ended["answered"] is True  # they had been talking to the seat
+    types = [e["type"] for e in rig.events()]
+    assert types.count("call_ended") == 1 and "transferred" not in types
+    assert rig.calls.live.get(UNIQUEID) is None
 
 
 @pytest.mark.parametrize("rig", [{"secret": "other"}], indirect=True)
