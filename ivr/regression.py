@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ivr.config import Document, Problem, read_yaml, validate
 from ivr.core.clock import parse_when
@@ -31,6 +31,12 @@ class CaseCall(_Strict):
     keys: str = ""
     dial_result: Literal["answered", "noanswer", "busy", "failed"] = "answered"
     hang_up_at: int | None = None
+
+    @field_validator("at")
+    @classmethod
+    def _a_moment(cls, value: str) -> str:
+        parse_when(value)  # refused here, with the case's line, not when it runs
+        return value
 
 
 class Expect(_Strict):

@@ -62,3 +62,23 @@ def test_a_broken_expectation_fails(hotline: Hotline, tmp_path) -> None:
     )
     (outcome,), _ = run_file(hotline, path)
     assert not outcome.passed
+
+
+@pytest.mark.parametrize(
+    ("at", "reason"),
+    [("'2024-02-30T10:00:00'", "day is out of range"), ("tomorrow", "Invalid isoformat")],
+)
+def test_a_moment_that_is_not_one_is_refused_at_its_line(
+    hotline: Hotline, tmp_path, at: str, reason: str
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "cases:\n  - name: x\n    call: {to: '12345', region: fuzhou,\n"
+        f"           at: {at}}}\n    expect: {{mode: main}}\n"
+    )
+    outcomes, problems = run_file(hotline, path)
+    assert outcomes == []
+    (problem,) = problems
+    assert (
+        problem.line == 4 and "call.at" in problem.reason and reason in problem.reason
+    )  # the at: line

@@ -134,6 +134,14 @@ def test_region_override_may_put_a_line_window_right(config_copy: Path) -> None:
     assert (str(window.retired_on), str(window.prompt_until)) == ("2021-08-01", "2021-12-31")
 
 
+def test_a_date_that_does_not_exist_names_its_line(config_copy: Path) -> None:
+    hotline = config_copy / "config" / "hotline.yaml"
+    edit(hotline, "prompt_until: 2022-02-28", "prompt_until: 2022-02-30")
+    (error,) = errors_of(config_copy)
+    assert f"hotline.yaml:{line_of(hotline, '2022-02-30')}: error:" in error
+    assert "2022-02-30 is not a date" in error
+
+
 def test_window_not_about_three_months_is_a_warning(config_copy: Path) -> None:
     lines = config_copy / "config" / "lines.yaml"
     edit(lines, "prompt_until: 2022-02-14}", "prompt_until: 2021-12-14}")
