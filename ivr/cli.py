@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -281,7 +282,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from ivr import logs
     from ivr.serve import Controller, run
-    from ivr.settings import host_port, load_settings
+    from ivr.settings import host_port, load_settings, redis_url_problem
 
     logs.configure(args.log_level)
     root = args.config or default_root()
@@ -289,10 +290,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         address = host_port(args.agi) if args.agi else None
         http = host_port(args.http) if args.http else None
-    except ValueError:
-        print("--agi/--http: expected HOST:PORT", file=sys.stderr)
+    except ValueError as exc:
+        print(f"--agi/--http: {exc}", file=sys.stderr)
         return 2
     redis_url = args.redis or os.environ.get("IVR_REDIS_URL")
+    problem = redis_url_problem(redis_url or settings.platform.redis_url)
+    if problem:
+        print(f"--redis: {problem}", file=sys.stderr)
+        return 2
     try:
         pretend = parse_when(args.pretend_now) if args.pretend_now else None
     except ValueError as exc:
@@ -300,30 +305,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     if pretend:
         logging.getLogger("ivr").warning("the clock pretends it is %s", pretend.isoformat())
-    controller = Controller(
-        root,
-        settings,
-        agi_address=address,
-        http_address=http,
-        redis_url=redis_url,
-        pretend_now=pretend,
-    )
-    run(controller)
+    try:
+        controller = Controller(
+            root,
+            settings,
+            agi_address=address,
+            http_address=http,
+            redis_url=redis_url,
+            pretend_now=pretend,
+        )
+        run(controller)
+    except OSError as exc:  # a listener that cannot bind, a spool that cannot be made
+        print(f"ivr serve: cannot start: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_glue(args: argparse.Namespace) -> int:
     from ivr.agi.glue import confbridge_conf, extensions_conf, queues_conf
 
+    if not re.fullmatch(r"h?agi://[^/\s:]+(:[0-9]{1,5})?/?", args.agi_url):
+        # Asterisk would fail every AGI() and the glue would queue every call past us.
+        print(f"--agi-url: {args.agi_url!r} is not agi://HOST[:PORT] or hagi://NAME",
+              file=sys.stderr)  # fmt: skip
+        return 2
     hotline = _load(args.config)
-    extensions = extensions_conf(hotline, args.agi_url)
+    extensions = extensions_conf(hotline, args.agi_url.rstrip("/"))
     if args.out is None:
         sys.stdout.write(extensions)
         return 0
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "extensions.conf").write_text(extensions, encoding="utf-8")
-    (args.out / "queues.conf").write_text(queues_conf(hotline), encoding="utf-8")
-    (args.out / "confbridge.conf").write_text(confbridge_conf(), encoding="utf-8")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "extensions.conf").write_text(extensions, encoding="utf-8")
+        (args.out / "queues.conf").write_text(queues_conf(hotline), encoding="utf-8")
+        (args.out / "confbridge.conf").write_text(confbridge_conf(), encoding="utf-8")
+    except OSError as exc:
+        print(f"--out: {exc.strerror or exc}: {exc.filename or args.out}", file=sys.stderr)
+        return 2
     print(f"wrote extensions.conf, queues.conf and confbridge.conf into {args.out}")
     return 0
 
@@ -374,7 +392,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     from ivr.indicators import Indicators, render_table
     from ivr.platform.reader import as_record, iter_events
-    from ivr.settings import load_settings
+    from ivr.settings import load_settings, redis_url_problem
 
     root = args.config or default_root()
     hotline = _load(root)
@@ -392,6 +410,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(f"--since: {exc}", file=sys.stderr)
         return 2
     url = args.redis or os.environ.get("IVR_REDIS_URL") or load_settings(root).platform.redis_url
+    problem = redis_url_problem(url)
+    if problem:
+        print(f"--redis: {problem}", file=sys.stderr)
+        return 2
     client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
     indicators = Indicators()
     # Read from an hour before --since: a call offered just before it may end after.

@@ -143,6 +143,7 @@ class Controller:
 
     def start(self) -> tuple[str, int]:
         address = self.agi.start()
+        # (werkzeug itself says so and exits when the port is taken)
         self.http = make_server(
             *self.http_address, self.app, threaded=True, request_handler=MaskedRequestLog
         )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ivr.config import ConfigError, read_yaml, validate
 from ivr.twilio.settings import TwilioSection
@@ -16,8 +17,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _listen_address(value: str) -> str:
+    host_port(value)  # port in range
+    return value
+
+
+ListenAddress = Annotated[
+    str, Field(pattern=r"^[^:\s]+:[0-9]{1,5}$"), AfterValidator(_listen_address)
+]
+
+
 class AgiSettings(_Strict):
-    listen: str = Field(default="127.0.0.1:4573", pattern=r"^[^:\s]+:[0-9]{1,5}$")
+    listen: ListenAddress = "127.0.0.1:4573"
     allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1"], min_length=1)
     max_sessions: int = Field(default=2000, ge=1, le=100_000)
 
@@ -57,7 +68,7 @@ class PlatformSettings(_Strict):
 
 
 class HttpSettings(_Strict):
-    listen: str = Field(default="127.0.0.1:8080", pattern=r"^[^:\s]+:[0-9]{1,5}$")
+    listen: ListenAddress = "127.0.0.1:8080"
 
 
 class ControllerSettings(_Strict):
@@ -83,8 +94,22 @@ def load_settings(root: Path) -> ControllerSettings:
 
 
 def host_port(text: str) -> tuple[str, int]:
+    """HOST:PORT; raises ValueError for anything else (port 0: any free port)."""
     host, _, port = text.rpartition(":")
-    return host.strip("[]"), int(port)
+    number = int(port) if port.isdigit() else -1
+    if not host or not 0 <= number <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT with a port of 0-65535")
+    return host.strip("[]"), number
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why `url` cannot be a Redis address, or None."""
+    if not url.startswith(REDIS_SCHEMES):
+        return f"{url!r} is not a Redis URL ({', '.join(REDIS_SCHEMES)})"
+    return None
 
 
 def secret(

@@ -129,7 +129,10 @@ class AgiServer:
         self._stopping = False
         host = address[0]
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.socket = socket.create_server(address, family=family, backlog=backlog)
+        try:
+            self.socket = socket.create_server(address, family=family, backlog=backlog)
+        except OSError as exc:  # in use, not ours to bind: say which listener
+            raise OSError(exc.errno, f"FastAGI on {host}:{address[1]}: {exc.strerror}") from exc
         self.socket.setblocking(False)
         self._listening = True
 

@@ -172,3 +172,62 @@ def test_installed_console_script() -> None:
         check=True,
     )
     assert json.loads(done.stdout)["target"] == {"kind": "sub_centre", "id": "fuzhou-12366"}
+
+
+# -- an operator's mistakes get one line each, never a traceback -----------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["asterisk-glue", "--agi-url", "http://x:4573"], "is not agi://HOST[:PORT]"),
+        (["serve", "--agi", "127.0.0.1:99999"], "port of 0-65535"),
+        (["serve", "--redis", "foo://bar"], "is not a Redis URL"),
+        (["stats", "--redis", "foo://bar"], "is not a Redis URL"),
+    ],
+)
+def test_bad_options_are_refused_with_the_reason(
+    capsys: pytest.CaptureFixture[str], args: list[str], reason: str
+) -> None:
+    code, _, err = run(capsys, *args)
+    assert code == 2 and reason in err and "Traceback" not in err
+
+
+def test_glue_into_a_file_that_is_not_a_folder(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    taken = tmp_path / "extensions.conf"
+    taken.write_text("")
+    code, _, err = run(capsys, "asterisk-glue", "--out", str(taken))
+    assert code == 2 and err.startswith("--out: File exists")
+
+
+def test_serve_on_a_port_in_use_says_which_listener(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "ivr.cli", "serve", "--agi", f"127.0.0.1:{port}",
+             "--http", "127.0.0.1:0", "--redis", "redis://127.0.0.1:1/0"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert f"ivr serve: cannot start: FastAGI on 127.0.0.1:{port}: Address already in use" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_a_listen_port_out_of_range_is_a_configuration_error(config_copy: Path) -> None:
+    from ivr.config import ConfigError
+    from ivr.settings import load_settings
+
+    settings = config_copy / "config" / "controller.yaml"
+    settings.write_text(
+        settings.read_text().replace("listen: 127.0.0.1:4573", "listen: 127.0.0.1:99999")
+    )
+    with pytest.raises(ConfigError, match=r"controller\.yaml:.*port of 0-65535"):
+        load_settings(config_copy)
