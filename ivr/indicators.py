@@ -250,6 +250,7 @@ def render_table(rows: list[dict[str, Any]], by: tuple[str, ...]) -> str:
         "wait_p90_s": "wait_p90",
         "transfer_success_rate": "transfer_ok",
         "survey": "survey 5/4/3/2/1",
+        "hour": "hour (+08:00)",
     }
 
     def cell(row: dict[str, Any], name: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ivr.core.clock import local
 from ivr.core.engine import (
     AnswerCall,
     CallSession,
@@ -64,7 +65,7 @@ def simulate(hotline: Hotline, call: Call, world: World | None = None) -> dict[s
         "line": dialed_local or call.dialed,
         "routed_as": route.line,
         **{k: v for k, v in summary.items() if k != "line"},
-        "at": call.now.isoformat(),
+        "at": local(call.now).isoformat(),  # as the hotline reads it, whatever was given
         "facts": dict(route.facts),
         "notes": notes,
         "steps": steps,

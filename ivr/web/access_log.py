@@ -7,10 +7,12 @@ in the query string, so the log shows the path alone, and anything else it says
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from werkzeug.serving import WSGIRequestHandler
 
+from ivr.core.clock import SHANGHAI
 from ivr.core.privacy import mask_text
 
 
@@ -25,3 +27,8 @@ class MaskedRequestLog(WSGIRequestHandler):
 
     def log(self, type: str, message: str, *args: Any) -> None:
         super().log(type, "%s", mask_text(message % args if args else message))
+
+    def log_date_time_string(self) -> str:
+        # werkzeug's own stamp inside the line, in the host's zone with none said;
+        # the log line is stamped already (Shanghai, with its offset).
+        return datetime.now(SHANGHAI).isoformat(timespec="seconds")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import urllib.request
@@ -38,6 +39,7 @@ def test_a_get_webhooks_query_is_not_logged(served: int, caplog: pytest.LogCaptu
         assert answer.status == 200
     (line,) = [r.getMessage() for r in caplog.records if "/twilio/voice" in r.getMessage()]
     assert '"GET /twilio/voice HTTP/1.1" 200' in line
+    assert re.search(r"\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+08:00\]", line), line
     assert CALLER not in line and "From" not in line
 
 

@@ -231,3 +231,9 @@ def test_a_listen_port_out_of_range_is_a_configuration_error(config_copy: Path) 
     )
     with pytest.raises(ConfigError, match=r"controller\.yaml:.*port of 0-65535"):
         load_settings(config_copy)
+
+
+def test_simulate_shows_the_moment_in_shanghai_time(capsys: pytest.CaptureFixture[str]) -> None:
+    # 20:00 UTC on 28 February is already 1 March in Fuzhou: the window has closed
+    result = simulate_json(capsys, "--to", "12358", "--at", "2022-02-28T20:00Z")
+    assert result["at"] == "2022-03-01T04:00:00+08:00"

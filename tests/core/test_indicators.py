@@ -154,3 +154,8 @@ def test_local_hour_is_shanghai_time_and_follows_the_clock() -> None:
     assert local_hour(before) == "2026-11-26 23:00"  # the cached hour is not kept too long
     assert local_hour(before + 1 + 3599) == "2026-11-27 00:00"
     assert local_hour(before + 1 + 3600) == "2026-11-27 01:00"
+
+
+def test_hours_in_the_table_say_their_offset() -> None:
+    text = render_table(Indicators().extend(KNOWN).rows(by=("hour",)), ("hour",))
+    assert text.splitlines()[0].startswith("hour (+08:00)")
