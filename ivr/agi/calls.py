@@ -114,6 +114,7 @@ class CallController:
             channel.announce(args[2] if len(args) > 2 else "")
             self._walk(channel, session, instruction, info, live)
         except CallerHungUp:
+            session.caller_hung_up()  # gone before the flow began (the walk ends its own)
             raise
         except BadSession:
             # Asterisk's side broke off mid-call: close, and the glue queues the caller.

@@ -257,6 +257,24 @@ def test_pingtan_did_on_a_fuzhou_trunk_corrects_the_glue_fallback(controller) ->
     assert 'EXEC Queue "pingtan-12345,c,,,60"' in commands
 
 
+def test_caller_hanging_up_on_the_first_command_still_ends_the_call(
+    controller, recorder: Recorder
+) -> None:
+    # The first command is the fallback correction for a DID of another region
+    commands = run_call(
+        controller,
+        asterisk(hang_up_on="SET VARIABLE"),
+        agi_dnid="059123112345",
+        agi_arg_1="",
+        agi_arg_3="fuzhou-12345",
+    )
+    assert commands[0].startswith('SET VARIABLE "IVR_FALLBACK_QUEUE"')
+    deadline = time.monotonic() + 5
+    while "call_ended" not in recorder.types() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert recorder.types() == ["call_offered", "call_ended"]
+
+
 @pytest.mark.parametrize(
     ("hangup_after_result", "hangup_delay"),
     [(False, 0.0), (True, 0.05), (True, 0.6)],
