@@ -76,6 +76,20 @@ class Bucket:
         if call.grade:
             self.survey[call.grade] += 1
 
+    def remove(self, call: _Call) -> None:
+        """Take back what `add` counted for `call` (it is about to be counted again)."""
+        self.offered -= 1
+        self.asked -= call.asked
+        self.answered -= call.answered
+        self.abandoned -= call.abandoned
+        self.transfers_ok -= call.transfers_ok
+        self.transfers_failed -= call.transfers_failed
+        if call.answered and call.wait_s is not None:
+            self.waits.remove(call.wait_s)
+            self.answered_15s -= call.wait_s <= ANSWER_WITHIN_S
+        if call.grade:
+            self.survey[call.grade] -= 1
+
     def merge(self, other: Bucket) -> None:
         for name in (
             "offered",
@@ -106,12 +120,26 @@ class Bucket:
         }
 
 
+# Calls whose events may still come in late, out of their order (below).
+EARLY_MAX = 100_000  # events of calls not offered yet
+ENDED_MAX = 10_000  # calls already counted
+
+
 class Indicators:
-    """Feed events in any order of calls (in order within a call); read buckets."""
+    """Feed events in any order; read buckets.
+
+    Within a call, events normally come in order. On the stream they may not: each
+    gunicorn worker publishes its own webhooks' events, and one that spooled through
+    a Redis outage sends them after another worker's later ones. So events of a call
+    not offered yet are held until it is, and a late event of a call already counted
+    counts it again, corrected. Both are bounded; what is older is not counted."""
 
     def __init__(self) -> None:
         self.open: dict[str, _Call] = {}
         self.buckets: dict[tuple[str, str, str], Bucket] = {}
+        self.early: dict[str, list[Mapping[str, Any]]] = {}
+        self.ended: dict[str, tuple[_Call, tuple[str, str, str]]] = {}
+        self._held = 0
 
     def add(self, event: Mapping[str, Any]) -> None:
         """One event as read from the stream (its fields as the schema names them)."""
@@ -120,41 +148,55 @@ class Indicators:
         if kind == "call_offered":
             self.offer(call_id, str(event.get("region", "")), str(event.get("line", "")),
                        _hour(event))  # fmt: skip
-        elif kind == "survey_result":
-            grade = event.get("label") or event.get("grade_label") or ""
-            self.fold(kind, call_id, event, str(grade))
-        else:
-            self.fold(kind, call_id, event)
+            held = self.early.pop(call_id, None)
+            if held:
+                self._held -= len(held)
+                for early in sorted(held, key=lambda e: _number(e.get("seq")) or 0.0):
+                    self.add(early)
+            return
+        grade = ""
+        if kind == "survey_result":
+            grade = str(event.get("label") or event.get("grade_label") or "")
+        if not self.fold(kind, call_id, event, grade) and kind in COUNTED:
+            self._hold(call_id, event)
+
+    def _hold(self, call_id: str, event: Mapping[str, Any]) -> None:
+        if self._held >= EARLY_MAX:  # the oldest call's events: its start is not coming
+            self._held -= len(self.early.pop(next(iter(self.early))))
+        self.early.setdefault(call_id, []).append(event)
+        self._held += 1
 
     def offer(self, call_id: str, region: str, line: str, hour: str) -> None:
         """A call starts: it will count in this region, line and local hour."""
         self.open[call_id] = _Call(region, line, hour)
 
-    def fold(self, kind: Any, call_id: str, event: Mapping[str, Any], grade: str = "") -> None:
-        """Any later event of an offered call; `grade` is a survey's grade label."""
+    def fold(self, kind: Any, call_id: str, event: Mapping[str, Any], grade: str = "") -> bool:
+        """Any later event of an offered call; `grade` is a survey's grade label. False
+        when the call is not known (not offered yet, or long counted)."""
         call = self.open.get(call_id)
-        if call is None:  # its start is older than what we read: not counted
-            return
-        if kind == "queued":
-            call.asked = True
-        elif kind == "answered" and not call.answered:
-            call.answered = True
-            call.wait_s = _number(event.get("total_wait_s", event.get("wait_s")))
-        elif kind == "abandoned":
-            call.abandoned = True
-        elif kind == "transferred":
-            call.transfers_ok += 1
-        elif kind == "transfer_failed":
-            call.transfers_failed += 1
-        elif kind == "survey_result":
-            call.grade = grade
-        elif kind == "call_ended":
+        if call is None:
+            counted = self.ended.get(call_id)
+            if counted is None:
+                return False
+            call, key = counted  # a late event: count the call again, corrected
+            counted_in = self.buckets[key]
+            counted_in.remove(call)
+            _apply(call, kind, event, grade)
+            counted_in.add(call)
+            return True
+        if kind == "call_ended":
             del self.open[call_id]
             key = (call.region, call.line, call.hour)
             bucket = self.buckets.get(key)
             if bucket is None:
                 bucket = self.buckets[key] = Bucket()
             bucket.add(call)
+            self.ended[call_id] = (call, key)
+            if len(self.ended) > ENDED_MAX:
+                del self.ended[next(iter(self.ended))]
+            return True
+        _apply(call, kind, event, grade)
+        return True
 
     def extend(self, events: Iterable[Mapping[str, Any]]) -> Indicators:
         for event in events:
@@ -180,6 +222,23 @@ class Indicators:
             {**dict(zip(by, key, strict=True)), **bucket.figures()}
             for key, bucket in sorted(grouped.items())
         ]
+
+
+def _apply(call: _Call, kind: Any, event: Mapping[str, Any], grade: str) -> None:
+    """What one event (other than the call's start and end) says about its call."""
+    if kind == "queued":
+        call.asked = True
+    elif kind == "answered" and not call.answered:
+        call.answered = True
+        call.wait_s = _number(event.get("total_wait_s", event.get("wait_s")))
+    elif kind == "abandoned":
+        call.abandoned = True
+    elif kind == "transferred":
+        call.transfers_ok += 1
+    elif kind == "transfer_failed":
+        call.transfers_failed += 1
+    elif kind == "survey_result":
+        call.grade = grade
 
 
 _this_hour: tuple[int, str] = (-1, "")

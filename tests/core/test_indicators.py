@@ -159,3 +159,33 @@ def test_local_hour_is_shanghai_time_and_follows_the_clock() -> None:
 def test_hours_in_the_table_say_their_offset() -> None:
     text = render_table(Indicators().extend(KNOWN).rows(by=("hour",)), ("hour",))
     assert text.splitlines()[0].startswith("hour (+08:00)")
+
+
+def _numbered(events: list[dict]) -> list[dict]:
+    return [{**event, "seq": n} for n, event in enumerate(events, start=1)]
+
+
+def test_one_calls_events_count_the_same_in_any_order() -> None:
+    # Two gunicorn workers publish one Twilio call's events; the one that spooled
+    # through a Redis outage sends its earlier events after the other's later ones.
+    events = _numbered(list(call(
+        "c1",
+        ("queued", {}),
+        ("answered", {"wait_s": 5.0, "total_wait_s": 5.0}),
+        ("survey_result", {"label": "满意", "grade": 4}),
+        ("call_ended", {}),
+    )))  # fmt: skip
+    in_order = Indicators().extend(events).rows(by=("line",))
+    assert in_order[0]["answered_by_person"] == 1
+    for order in ([3, 4, 5, 1, 2], [2, 5, 1, 3, 4], [5, 4, 3, 2, 1], [1, 5, 2, 3, 4]):
+        shuffled = Indicators().extend(events[n - 1] for n in order)
+        assert shuffled.rows(by=("line",)) == in_order, order
+        assert shuffled.open == {} and shuffled.early == {}
+
+
+def test_events_of_a_call_offered_before_the_window_are_not_counted() -> None:
+    late = [
+        e for e in call("c9", ("queued", {}), ("call_ended", {})) if e["type"] != "call_offered"
+    ]
+    indicators = Indicators().extend(late)
+    assert indicators.rows() == []
