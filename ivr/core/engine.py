@@ -204,12 +204,21 @@ class CallSession:
         return self._goto(self._next_of(step), origin=step.id)
 
     def caller_hung_up(self, answered: bool = False, wait_s: float = 0.0) -> None:
-        """The caller left. If they were waiting for a person, that is an abandoned call."""
+        """The caller left. If they were waiting for a person, that is an abandoned call:
+        while queued or rung, and also between attempts (a callback offer after a long
+        wait), as long as nobody answered and no callback was booked."""
         state = self.state
         if state.done:
             return
-        waited = state.waiting in ("connect", "last_resort") and not answered
-        if state.waiting in ("connect", "last_resort") and answered:
+        connecting = state.waiting in ("connect", "last_resort")
+        between_attempts = (
+            not connecting
+            and state.waited_s > 0
+            and state.landed is None
+            and (state.end or {}).get("kind") != "callback"
+        )
+        waited = not answered and (connecting or between_attempts)
+        if connecting and answered:
             self._landed(self._target_from_state(), ConnectResult("answered", wait_s))
         state.waiting = ""
         if waited:

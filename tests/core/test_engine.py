@@ -100,6 +100,37 @@ def test_caller_gone_while_queued_is_an_abandoned_call_with_a_callback(hotline: 
     assert events[-1]["type"] == "call_ended"
 
 
+def test_caller_gone_during_the_callback_offer_after_a_long_wait_is_abandoned(
+    hotline: Hotline,
+) -> None:
+    # 60 s unanswered, then the overflow's callback offer: hanging up there is still a
+    # caller who asked for a person and got none; the missed-call callback follows.
+    session, _ = start(hotline, region="longyan")
+    session.resume()
+    session.resume()
+    offer = session.resume(ConnectResult("noanswer", wait_s=60.0))
+    assert offer == CollectDigits("overflow_offer_callback", 1, 5)
+    session.caller_hung_up()
+    events = session.take_events()
+    abandoned = next(e for e in events if e["type"] == "abandoned")
+    assert (abandoned["wait_s"], abandoned["total_wait_s"]) == (0.0, 60.0)
+    task = next(e for e in events if e["type"] == "missed_call_callback_created")
+    assert task["callback_list"] == "longyan-callback"
+    assert events[-1]["type"] == "call_ended"
+
+
+def test_caller_gone_after_booking_a_callback_is_not_abandoned(hotline: Hotline) -> None:
+    session, _ = start(hotline, region="longyan")
+    session.resume()
+    session.resume()
+    session.resume(ConnectResult("noanswer", wait_s=60.0))
+    assert session.resume("1") == PlayPrompt("callback_confirmed", "")
+    session.caller_hung_up()
+    kinds = [e["type"] for e in session.take_events()]
+    assert "abandoned" not in kinds and "missed_call_callback_created" not in kinds
+    assert kinds.count("callback_requested") == 1 and kinds[-1] == "call_ended"
+
+
 def test_caller_gone_after_talking_to_a_seat_is_not_abandoned(hotline: Hotline) -> None:
     session, _ = start(hotline)
     session.resume()
