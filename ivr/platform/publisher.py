@@ -294,6 +294,7 @@ class Publisher:
         self._holding = 0  # records the worker has taken out of every queue
         self._worker_waiting = False  # the worker sleeps and nobody has woken it yet
         self._flushing = 0  # flush() calls waiting: no lingering meanwhile
+        self._worker_left = False  # the worker has taken its last look at the queues
         self._closed = False
         self._stop = False
 
@@ -371,8 +372,13 @@ class Publisher:
         raises, never waits on Redis or the disk."""
         try:
             later = self._later
-            if self._closed:  # its events are refused, and counted, after those before
-                self._build_later(build)
+            if self._closed:
+                if self._worker_left:  # nobody left to build them: refused, oldest first
+                    self._build_later(build)
+                else:
+                    # Refused and counted; the batches handed before close() stay the
+                    # worker's, which buffers them while close() waits for it.
+                    self._publish_built(build, False)
                 return
             if len(later) >= self._buffer_size:
                 # The worker is far behind: take the oldest batch's worth off its hands
@@ -380,8 +386,11 @@ class Publisher:
                 # queue and what one call pays.
                 self._build_later(count=self._batch_size)
             later.append(build)
-            if self._closed:  # closed meanwhile: the worker may be gone, so build here
-                self._build_later(from_worker=False)
+            if self._closed:  # closed meanwhile: did the worker see this batch?
+                with self._cond:  # (it looks and leaves under _cond)
+                    gone = self._worker_left
+                if gone:
+                    self._build_later(from_worker=False)
             elif self._worker_waiting and (not self._linger_s or len(later) >= self._batch_size):
                 with self._cond:
                     self._worker_waiting = False
@@ -621,6 +630,7 @@ class Publisher:
             self._adopt_spill()
             with self._cond:
                 if stop and not self._intake and not self._later and self._spill is None:
+                    self._worker_left = True  # a batch handed from now on is built by its caller
                     break
         self._shutdown()
 

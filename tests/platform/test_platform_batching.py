@@ -274,6 +274,35 @@ def test_batches_handed_before_close_are_delivered_and_after_it_refused(
     assert stats["refused"] == len(after) and stats["dropped"] == 0
 
 
+def test_a_batch_after_close_leaves_those_handed_before_it_to_the_worker(
+    make_publisher: MakePublisher, platform: redis.Redis, server: RedisServer
+) -> None:
+    # The worker is stuck on a hung Redis with batch A still queued behind it when
+    # close() begins; a batch C handed after that is refused, and A must not be
+    # refused with it: A was handed before close.
+    pub = make_publisher(linger_s=0.0)
+    x, a, c = (simulate_call(call_info(n)) for n in (11, 12, 13))
+    server.pause()
+    try:
+        pub.publish_later(lambda: x)
+        deadline = time.monotonic() + 5
+        while pub.stats()["handed_over"]:  # the worker took x and waits on Redis
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        pub.publish_later(lambda: a)
+        closing = threading.Thread(target=pub.close, args=(10,))
+        closing.start()
+        while not pub._closed:
+            time.sleep(0.001)
+        pub.publish_later(lambda: c)
+    finally:
+        server.resume()
+    closing.join(15)
+    assert read_calls(platform) == {**expected(x), **expected(a)}
+    stats = pub.stats()
+    assert stats["refused"] == len(c) and stats["dropped"] == 0
+
+
 def test_a_worker_far_behind_has_the_caller_build_the_oldest_first(
     make_publisher: MakePublisher, platform: redis.Redis
 ) -> None:
