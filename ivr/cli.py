@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument(
         "--since",
         metavar="ISO-DATETIME",
-        help="calls offered from then on (local time when no offset)",
+        help="calls offered from the start of that hour on (local time when no offset)",
     )
     stats.add_argument(
         "--by",
