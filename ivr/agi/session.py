@@ -629,9 +629,10 @@ def _show(command: str) -> str:
 
 
 def _preview(line: str, limit: int = 60) -> str:
-    """A short, masked excerpt of a bad line for the log."""
-    text = line if len(line) <= limit else line[:limit] + "..."
-    return repr(mask_text(text))
+    """A short, masked excerpt of a bad line for the log (masked before it is cut: a
+    number cut in two would keep its first digits whole)."""
+    masked = mask_text(line[: limit + 32])
+    return repr(masked if len(masked) <= limit else masked[:limit] + "...")
 
 
 def _result_of(response: str) -> tuple[str, str]:

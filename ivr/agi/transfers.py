@@ -82,12 +82,12 @@ class AsteriskTransfers:
         live = self.controller.live.get(call_id)
         if live is None:
             raise CallNotFound(call_id)
-        if not self.ami.configured:
-            raise AmiUnavailable("no manager (AMI) user configured for transfers")
         hotline = live.session.hotline
         plan = plan_transfer(
             hotline.directory, hotline.transfers, live.info.route, target_ref, method
-        )
+        )  # a request that names nobody is refused as such, whatever the switch's state
+        if not self.ami.configured:
+            raise AmiUnavailable("no manager (AMI) user configured for transfers")
         if not live.start_transfer(plan):
             raise TransferRefused("a transfer of this call is already under way")
         link: AmiLink | None = None

@@ -626,3 +626,12 @@ def test_outside_a_connect_a_late_hangup_leaves_an_app_error(pair, pool) -> None
         session.stream_file("welcome")
     assert not isinstance(info.value, CallerHungUp)
     assert time.monotonic() - started < 0.5
+
+
+def test_a_bad_lines_excerpt_is_masked_before_it_is_cut() -> None:
+    from ivr.agi.session import _preview
+
+    for pad in range(45, 62):  # the number straddles the cut at every offset
+        shown = _preview("x" * pad + "13912340000" + "y" * 40)
+        assert "13912" not in shown, (pad, shown)  # 5 digits would not be masked alone
+        assert len(shown) <= 60 + 5  # quotes and the ellipsis

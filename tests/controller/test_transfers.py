@@ -4,6 +4,7 @@ takes it up again, and what reaches the platform. Real calls are in tests/lab.""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -274,6 +275,19 @@ def test_transfer_requests_that_cannot_start(rig: Rig) -> None:
     with pytest.raises(TransferRefused, match="already under way"):
         rig.transfers.transfer(UNIQUEID, "seats")
     rig.pulled_out_of_the_queue(peer)
+
+
+def test_without_a_manager_user_a_target_naming_nobody_is_still_422(rig: Rig) -> None:
+    # The README's answers: an unknown target is the seat's mistake (422) whatever the
+    # switch's state; only a good request finds that transfers are off (503).
+    peer = rig.queued_call()
+    rig.transfers.ami = dataclasses.replace(rig.transfers.ami, username="")
+    assert not rig.transfers.ami.configured
+    with pytest.raises(UnknownTransferTarget):
+        rig.transfers.transfer(UNIQUEID, "sub_centre:99999")
+    with pytest.raises(AmiUnavailable, match="no manager"):
+        rig.transfers.transfer(UNIQUEID, "emergency:110")
+    peer.close()
 
 
 @pytest.mark.parametrize("rig", [{"silent_on": "Redirect"}], indirect=True)
