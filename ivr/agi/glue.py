@@ -50,6 +50,10 @@ def extensions_conf(
             f"exten => _+X.,1,Set({var.TRUNK}={trunk_id})",
             f" same => n,Set({var.FALLBACK_QUEUE}={seats})",
             " same => n,Goto(ivr-incoming,${EXTEN},1)",
+            "; No number at all (an INVITE without a user part): 12345 answers it too.",
+            f"exten => s,1,Set({var.TRUNK}={trunk_id})",
+            f" same => n,Set({var.FALLBACK_QUEUE}={seats})",
+            " same => n,Goto(ivr-controller,12345,1)",
             "",
         ]
     numbers = ["12345", *sorted(directory.lines), *EMERGENCY_NUMBERS, *sorted(directory.dids)]

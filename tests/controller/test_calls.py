@@ -380,6 +380,9 @@ def test_glue_falls_through_to_the_seats_after_agi(hotline: Hotline) -> None:
         assert f"[ivr-trunk-{trunk_id}]\n" in text
         block = text.split(f"[ivr-trunk-{trunk_id}]")[1].split("\n\n")[0]
         assert f"IVR_FALLBACK_QUEUE={seats})" in block
+        # a call that names no number at all still reaches the controller as 12345
+        no_number = block.split("exten => s,1,")[1].splitlines()
+        assert no_number[-1].strip() == "same => n,Goto(ivr-controller,12345,1)"
 
 
 def test_every_routed_queue_is_in_queues_conf(hotline: Hotline) -> None:
