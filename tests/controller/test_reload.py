@@ -17,25 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from config_edits import edit, line_of
 
 from ivr import serve
 from ivr.check import load_hotline
 from ivr.serve import LiveHotline
 
 TIMEOUT_S = 20.0
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-
-
-def line_of(path: Path, needle: str) -> int:
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if needle in line:
-            return number
-    raise AssertionError(needle)
 
 
 def test_a_good_folder_replaces_the_configuration_whole(config_copy: Path) -> None:

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from config_edits import edit, line_of
 
 from ivr.check import check_folder, load_hotline
 from ivr.config import ConfigError
@@ -14,19 +15,6 @@ from ivr.paths import bundled_root
 
 def errors_of(root: Path) -> list[str]:
     return [str(p) for p in check_folder(root).problems if p.severity == "error"]
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-
-
-def line_of(path: Path, needle: str) -> int:
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if needle in line:
-            return number
-    raise AssertionError(needle)
 
 
 def test_bundled_configuration_is_clean() -> None:
