@@ -131,16 +131,11 @@ def _check_directory(directory: Directory, docs: dict[str, Document]) -> list[Pr
             if line.mode is Mode.WHOLE_MERGE:
                 in_region = line.regions.get(rid)
                 where = (*loc, "regions", rid) if in_region and in_region.retirement else loc
-                # The plain dates, defaults < line < region: building the merged
-                # Retirement would raise on the very mistake reported here.
-                start, end = (
-                    directory.defaults.retirement.retired_on,
-                    directory.defaults.retirement.prompt_until,
+                # The plain dates: building the merged Retirement would raise on the
+                # very mistake reported here.
+                start, end, _ = directory.defaults.retirement.layered(
+                    line.retirement, in_region.retirement if in_region else None
                 )
-                for override in (line.retirement, in_region.retirement if in_region else None):
-                    if override is not None:
-                        start = override.retired_on or start
-                        end = override.prompt_until or end
                 if end < start:
                     at(
                         lines_doc,

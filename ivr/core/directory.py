@@ -99,17 +99,23 @@ class Retirement(Strict):
             return Phase.TRANSITION
         return Phase.AFTER
 
-    def merged(self, *overrides: RetirementOverride | None) -> Retirement:
-        """The window with each override laid over it, later ones winning. Only the
-        result is checked: a line may move one date out of order with the defaults
-        as long as its region's override puts the window right again."""
-        given = [o for o in overrides if o is not None]
-        if not given:
-            return self
+    def layered(self, *overrides: RetirementOverride | None) -> tuple[date, date, AfterWindow]:
+        """(retired_on, prompt_until, after_window) with each override laid over this
+        window, later ones winning; unchecked (`ivr check` reports them out of order)."""
         start, end, after = self.retired_on, self.prompt_until, self.after_window
-        for o in given:
-            start, end = o.retired_on or start, o.prompt_until or end
-            after = o.after_window or after
+        for o in overrides:
+            if o is not None:
+                start, end = o.retired_on or start, o.prompt_until or end
+                after = o.after_window or after
+        return start, end, after
+
+    def merged(self, *overrides: RetirementOverride | None) -> Retirement:
+        """The window in force. Only the result is checked: a line may move one date
+        out of order with the defaults as long as its region's override puts the
+        window right again."""
+        if not any(overrides):
+            return self
+        start, end, after = self.layered(*overrides)
         return Retirement(retired_on=start, prompt_until=end, after_window=after)
 
 

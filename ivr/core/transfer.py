@@ -7,7 +7,7 @@ The strategies come from ``transfer/strategies.yaml``; this module only decides.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -18,7 +18,7 @@ TARGET_KINDS = ("emergency", "utility", "sub_centre", "kept_seats", "seats")
 
 
 Method = Literal["one_key", "three_way"]
-METHODS = ("one_key", "three_way")
+METHODS: tuple[str, ...] = get_args(Method)
 
 
 class Strategy(BaseModel):
