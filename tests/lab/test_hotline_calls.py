@@ -328,12 +328,39 @@ def seat_api(hotline_lab: HotlineLab, path: str, body: dict[str, str] | None = N
         return refused.code, json.loads(refused.read())
 
 
+def tail(path: Path, since: int, lines: int = 60) -> str:
+    with path.open("rb") as handle:
+        handle.seek(since)
+        return "\n".join(handle.read().decode(errors="replace").splitlines()[-lines:])
+
+
+def what_the_switch_saw(hotline_lab: HotlineLab, lab: Lab, log_at: int, controller_at: int) -> str:
+    """Why a call went nowhere, for the failure message: the queue, the channels, and
+    what Asterisk and the controller logged since the call started."""
+    parts = []
+    for command in ("queue show putian-12345", "core show channels"):
+        try:
+            parts.append(f"--- {command}\n{lab.cli(command)}")
+        except Exception as exc:  # the message must come out whatever the lab's state
+            parts.append(f"--- {command}: {exc}")
+    parts.append(f"--- Asterisk since the call\n{tail(lab.messages_log, log_at)}")
+    controller = tail(hotline_lab.controller_log, controller_at)
+    parts.append(f"--- controller since the call\n{controller}")
+    return "\n".join(parts)
+
+
 def desk_call(hotline_lab: HotlineLab, lab: Lab, mark: LabMark, hold: float):
     """A Putian caller talking to the desk seat: (pending call, its call id)."""
+    log_at = lab.messages_log.stat().st_size
+    controller_at = hotline_lab.controller_log.stat().st_size
     pending = lab.start_call("12345", trunk="putian-trunk", hold=hold, timeout=30)
     deadline = time.monotonic() + 20
     while not lab.seat_calls("desk", mark):
-        assert time.monotonic() < deadline, "the desk seat was never rung"
+        if time.monotonic() > deadline:
+            pytest.fail(
+                "the desk seat was never rung\n"
+                + what_the_switch_saw(hotline_lab, lab, log_at, controller_at)
+            )
         time.sleep(0.2)
     time.sleep(0.5)  # the seat's 200 OK reaches the caller's bridge
     _, answer = seat_api(hotline_lab, "/calls")
