@@ -179,6 +179,9 @@ def shifted_clock(start: datetime) -> Callable[[], datetime]:
     return lambda: datetime.now(SHANGHAI) + offset
 
 
+SIGNAL_POLL_S = 0.5
+
+
 def run(controller: Controller) -> None:
     """Serve until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
     stop = threading.Event()
@@ -200,7 +203,11 @@ def run(controller: Controller) -> None:
         host, port, ", ".join(controller.calls.routes()), *controller.http_address,
     )  # fmt: skip
     try:
-        stop.wait()
+        # The kernel may hand a signal to any of our threads; Python runs its handler
+        # on the main thread only once that thread wakes. Waking now and then makes a
+        # SIGHUP or SIGTERM that landed elsewhere take effect within the interval.
+        while not stop.wait(SIGNAL_POLL_S):
+            pass
     finally:
         log.info("stopping: finishing calls in progress")
         controller.stop()

@@ -3,6 +3,7 @@ is refused with file, line and reason, and the running configuration stays."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -138,3 +139,22 @@ def test_sighup_refuses_a_broken_folder_then_takes_the_fixed_one(
     os.kill(pid, signal.SIGHUP)
     health = wait_for(port, "reloads", 1)
     assert health["refused_reloads"] == 1
+
+
+def signal_a_worker_thread(pid: int, sig: int) -> None:
+    """Send ``sig`` to one of the process's threads other than its main thread, as the
+    kernel may do with a signal sent to the process (tgkill(2), glibc 2.30 and later)."""
+    workers = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+    assert workers, "serve runs its listeners on threads of their own"
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.tgkill(pid, workers[0], sig) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill failed")
+
+
+def test_a_signal_that_lands_on_another_thread_still_takes_effect(
+    running: tuple[int, Path, int], config_copy: Path
+) -> None:
+    port, _, pid = running
+    edit(config_copy / "config" / "hotline.yaml", "answer_timeout: 20", "answer_timeout: 25")
+    signal_a_worker_thread(pid, signal.SIGHUP)
+    assert wait_for(port, "reloads", 1)["refused_reloads"] == 0
