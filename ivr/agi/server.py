@@ -95,6 +95,10 @@ class AgiServer:
     The listening socket is bound on construction.
     """
 
+    # Connections accepted in a row before the calls in progress get a turn: a flood
+    # (even of connections refused at once) must not starve them.
+    ACCEPT_BATCH = 64
+
     def __init__(
         self,
         address: tuple[str, int] = ("127.0.0.1", 4573),
@@ -266,17 +270,23 @@ class AgiServer:
     def _accept_loop(self, sessions: Group) -> None:
         listener = self.socket
         readable = self._hub.loop.io(listener.fileno(), 1)
+        in_a_row = 0
         try:
             while True:
+                if in_a_row >= self.ACCEPT_BATCH:
+                    in_a_row = 0
+                    gevent.sleep(0)  # the calls in progress, then more accepts
                 try:
                     sock, client_address = listener.accept()
                 except BlockingIOError:
+                    in_a_row = 0
                     wait_on_watcher(readable)
                     continue
                 except OSError as exc:  # out of descriptors, say: do not spin
                     log.error("agi accept failed: %s", exc)
                     gevent.sleep(0.1)
                     continue
+                in_a_row += 1
                 if self._admit(client_address):
                     sessions.spawn(self._run_session, sock, client_address)
                 else:

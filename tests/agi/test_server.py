@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import resource
 import subprocess
@@ -450,3 +451,47 @@ def test_calls_in_flight_share_one_thread_that_ends_at_stop() -> None:
     for thread in ours:
         thread.join(timeout=2.0)
         assert not thread.is_alive()
+
+
+def test_the_accept_loop_lets_calls_run_amid_a_burst_of_connections(make_server) -> None:
+    # A "ticker" call yields to the hub over and over, noting how many sessions are in
+    # flight each time it runs again. A burst is then queued all at once (a blocker
+    # session holds the server's thread, which no real handler may do, while the
+    # connections pile up): the accept loop must let the ticker run between batches
+    # of accepts, not take the whole burst first.
+    _raise_nofile(4096)
+    in_flight: list[int] = []
+
+    def ticker(session: AgiSession) -> None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and server.active_sessions < BURST:
+            in_flight.append(server.active_sessions)
+            gevent.sleep(0)
+        in_flight.append(server.active_sessions)
+
+    server = make_server(
+        handlers={"ticker": ticker, "blocker": lambda s: time.sleep(0.5)},
+        limits=SessionLimits(env_timeout=5.0, result_timeout=5.0, session_deadline=10.0),
+    )
+    peers = [FakeAsterisk.connect(server.address)]
+    peers[0].send_env("ticker")
+    while not in_flight:
+        time.sleep(0.01)
+    peers.append(FakeAsterisk.connect(server.address))
+    peers[1].send_env("blocker")
+    time.sleep(0.1)  # the blocker holds the server's thread now
+    peers += [FakeAsterisk.connect(server.address) for _ in range(BURST)]
+    try:
+        deadline = time.monotonic() + 10
+        while server.active_sessions < BURST and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # the ticker's last note
+    finally:
+        for peer in peers:
+            peer.close()
+    assert in_flight and in_flight[-1] >= BURST, "the burst was never taken in"
+    jumps = [later - earlier for earlier, later in itertools.pairwise(in_flight)]
+    assert max(jumps) <= 2 * AgiServer.ACCEPT_BATCH, max(jumps)
+
+
+BURST = 900
