@@ -228,12 +228,20 @@ class AgiSession(AGI):
         Raises BadSession (garbage, empty, too long, closed early) or
         SessionTimeout (silent peer).
         """
+        # Asterisk writes the block at once: env_timeout covers all of it, not each
+        # line, so a peer trickling lines cannot hold a session slot for long.
+        limit = self.limits.env_timeout
+        until = time.monotonic() + limit
         lines = self._env_from_buffer()
         while lines >= 0:
             try:
-                line = self._read_line(self.limits.env_timeout)
+                line = self._read_line(until - time.monotonic())
             except CallerHungUp:
                 raise BadSession(f"connection closed after {lines} environment lines") from None
+            except SessionTimeout:
+                if time.monotonic() < until:  # the session's own deadline
+                    raise
+                raise SessionTimeout(f"environment not complete within {limit:g} s") from None
             if line == "":
                 break
             lines += 1

@@ -327,6 +327,29 @@ def test_trickling_peer_times_out_per_line_not_per_byte(pair) -> None:
         thread.join()
 
 
+def test_peer_trickling_whole_lines_gets_env_timeout_for_the_whole_block(pair) -> None:
+    sock, peer = pair
+    session = AgiSession(sock, FAST)  # env_timeout 0.3 s
+    stop = threading.Event()
+
+    def trickle() -> None:  # each line well within the timeout, the block never done
+        for n in range(40):
+            if stop.wait(0.1):
+                return
+            peer.send_raw(f"agi_arg_{n + 1}: x\n".encode())
+
+    thread = threading.Thread(target=trickle)
+    thread.start()
+    try:
+        start_t = time.monotonic()
+        with pytest.raises(SessionTimeout, match=r"environment not complete within 0\.3 s"):
+            session.read_env()
+        assert time.monotonic() - start_t < 1.0
+    finally:
+        stop.set()
+        thread.join()
+
+
 def test_session_deadline_caps_a_slow_but_never_idle_peer(pair, pool) -> None:
     sock, peer = pair
     limits = SessionLimits(env_timeout=1.0, result_timeout=1.0, session_deadline=0.5)
