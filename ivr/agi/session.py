@@ -226,7 +226,7 @@ class AgiSession(AGI):
         """Read the `agi_*: value` block up to its blank line.
 
         Raises BadSession (garbage, empty, too long, closed early) or
-        SessionTimeout (silent peer).
+        SessionTimeout (a peer silent, or not done within env_timeout).
         """
         # Asterisk writes the block at once: env_timeout covers all of it, not each
         # line, so a peer trickling lines cannot hold a session slot for long.

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from ivr.lab.hotline import LAB_SEAT_TOKEN, HotlineLab
-from ivr.lab.lab import Lab, LabMark
+from ivr.lab.lab import Lab, LabMark, PendingCall
 from ivr.paths import bundled_root
 from ivr.platform.reader import as_record, iter_events
 
@@ -334,10 +334,15 @@ def tail(path: Path, since: int, lines: int = 60) -> str:
         return "\n".join(handle.read().decode(errors="replace").splitlines()[-lines:])
 
 
-def what_the_switch_saw(hotline_lab: HotlineLab, lab: Lab, log_at: int, controller_at: int) -> str:
-    """Why a call went nowhere, for the failure message: the queue, the channels, and
-    what Asterisk and the controller logged since the call started."""
-    parts = []
+def what_the_switch_saw(
+    hotline_lab: HotlineLab, lab: Lab, pending: PendingCall, log_at: int, controller_at: int
+) -> str:
+    """Why a call went nowhere, for the failure message: what the caller's SIPp sent and
+    received, the queue, the channels, and what Asterisk and the controller logged
+    since the call started."""
+    parts = [f"--- the caller ({'ended' if pending.done else 'still on'})"]
+    for log in (pending.message_log, pending.error_log):
+        parts.append(tail(log, 0, 40) if log.exists() else f"(no {log.name})")
     for command in ("queue show putian-12345", "core show channels"):
         try:
             parts.append(f"--- {command}\n{lab.cli(command)}")
@@ -359,7 +364,7 @@ def desk_call(hotline_lab: HotlineLab, lab: Lab, mark: LabMark, hold: float):
         if time.monotonic() > deadline:
             pytest.fail(
                 "the desk seat was never rung\n"
-                + what_the_switch_saw(hotline_lab, lab, log_at, controller_at)
+                + what_the_switch_saw(hotline_lab, lab, pending, log_at, controller_at)
             )
         time.sleep(0.2)
     time.sleep(0.5)  # the seat's 200 OK reaches the caller's bridge
