@@ -61,6 +61,11 @@ class MethodNotAllowed(ValueError):
     """The seat asked for a method the strategies do not allow for that target."""
 
 
+class BadTransferRequest(ValueError):
+    """The seat's request names something that cannot be right (a seat call that is
+    not a call id): refused before anything moves."""
+
+
 class CallNotFound(LookupError):
     """No call in progress has that id (it ended, or another controller carries it)."""
 

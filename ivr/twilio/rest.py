@@ -12,7 +12,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from twilio.base.exceptions import TwilioException
 from twilio.http import HttpClient
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
@@ -22,7 +21,9 @@ REST_TIMEOUT_S = 5.0
 
 
 class TwilioUnavailable(RuntimeError):
-    """Twilio's REST API refused or did not answer; the message says why."""
+    """Twilio's REST API refused or did not answer; the message says why. Raised for
+    every failure of a request (the library's own errors, and the HTTP client's:
+    a timeout is not a TwilioException), so that a transfer is always concluded."""
 
 
 @dataclass
@@ -55,7 +56,7 @@ class TwilioRest:
         """The call leaves whatever it is doing for ``twiml``."""
         try:
             self.client.calls(call_sid).update(twiml=twiml)
-        except TwilioException as exc:
+        except Exception as exc:  # the API's refusal, a timeout, a dropped link
             raise TwilioUnavailable(f"moving call {call_sid}: {exc}") from exc
 
     def ring_into(
@@ -85,7 +86,7 @@ class TwilioRest:
                 status_callback_event=["answered", "completed"],
                 label="transfer-target",
             )
-        except TwilioException as exc:
+        except Exception as exc:  # the API's refusal, a timeout, a dropped link
             raise TwilioUnavailable(f"ringing {to} into {room}: {exc}") from exc
         return str(participant.call_sid or ""), str(participant.conference_sid or "")
 
@@ -96,5 +97,5 @@ class TwilioRest:
             self.client.conferences(conference_sid).participants(call_sid).update(
                 end_conference_on_exit=True
             )
-        except TwilioException as exc:
+        except Exception as exc:  # the API's refusal, a timeout, a dropped link
             raise TwilioUnavailable(f"updating {call_sid} in {conference_sid}: {exc}") from exc

@@ -19,6 +19,7 @@ the call and the step the transfer began at.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -28,8 +29,10 @@ from flask import Response, request
 from twilio.twiml.voice_response import VoiceResponse
 
 from ivr.core.engine import ConnectResult, SessionState
+from ivr.core.privacy import mask_text
 from ivr.core.routing import Target
 from ivr.core.transfer import (
+    BadTransferRequest,
     CallNotFound,
     TransferOutcome,
     TransferPlan,
@@ -43,12 +46,14 @@ from ivr.twilio.fields import query_fields, webhook_fields
 from ivr.twilio.render import DIAL_TIMEOUT_MAX, dial_to, seats_twiml
 from ivr.twilio.rest import TwilioRest, TwilioUnavailable
 from ivr.twilio.state import CallRecord
-from ivr.twilio.webhooks import DIAL_OUTCOME, ENDED, _step_and_token, _twiml
+from ivr.twilio.webhooks import DIAL_OUTCOME, ENDED, _need, _step_and_token, _twiml
 
 if TYPE_CHECKING:
     from ivr.twilio.webhooks import TwilioWebhooks, _Turn
 
 log = logging.getLogger(__name__)
+
+CALL_SID = re.compile(r"CA[0-9a-f]{32}")
 
 # A participant leg's CallStatus once it is over, as a transfer outcome.
 _LEG_OUTCOME = {"no-answer": "noanswer", "busy": "busy", "failed": "failed",
@@ -107,6 +112,10 @@ class TwilioTransfers:
             raise TransferRefused(
                 "a three-way transfer on Twilio needs the seat's call (seat_call)"
             )
+        if seat_call and (not CALL_SID.fullmatch(seat_call) or seat_call == call_id):
+            raise BadTransferRequest(
+                f"seat_call {seat_call!r} is not the seat's Twilio call (CA and 32 hex digits)"
+            )
         target_to = self._dialable(plan.target)
         if pending and pending.get("caller_stayed"):
             wait = float(pending.get("wait_s", 0.0))  # an attempt before this one recorded it
@@ -151,17 +160,29 @@ class TwilioTransfers:
             # Not moved, the caller is still talking to the seat: when the seat hangs
             # up, the queue's or dial's own report must still lead to the survey.
             self._conclude_now(call_id, "failed", caller_stayed=not caller_moved)
+            if caller_moved and plan.method == "three_way":
+                self._back_to_the_seats(call_id, session)
             raise
         return plan
+
+    def _back_to_the_seats(self, call_id: str, session: Any) -> None:
+        """The caller went to the room but the seat could not follow (its call had
+        ended, say): rather than leave them alone there, queue them to the seats."""
+        assert self.rest is not None
+        queue = session.hotline.directory.regions[session.route.region].seats
+        try:
+            self.rest.redirect(call_id, str(seats_twiml(self.hooks.settings, queue)))
+        except TwilioUnavailable as exc:
+            log.error("twilio call %s: caller alone in the room: %s", call_id, mask_text(str(exc)))
 
     # -- webhooks --------------------------------------------------------------------
     def ended(self) -> Response:
         """The caller's action URL after the conference or the one-key <Dial>."""
         hooks = self.hooks
         form = webhook_fields(request)
-        sid = form.get("CallSid", "")
+        sid = _need(form, "CallSid")
         step, token = _step_and_token(request)
-        if not sid or step is None or not hooks.tokens.check(token, sid, step, "transfer"):
+        if step is None or not hooks.tokens.check(token, sid, step, "transfer"):
             log.warning("twilio call %s: transfer-ended with a bad token refused (403)", sid)
             return Response("refused\n", status=403, mimetype="text/plain")
         record = hooks.store.get(sid)
@@ -206,7 +227,7 @@ class TwilioTransfers:
         if not sid or step is None or not hooks.tokens.check(token, sid, step, "transfer-status"):
             log.warning("twilio call %s: transfer-status with a bad token refused (403)", sid)
             return Response("refused\n", status=403, mimetype="text/plain")
-        leg = form.get("CallStatus", "")
+        leg = _need(form, "CallStatus")
         if leg in ("in-progress", "answered", "completed"):
             outcome = "answered"
         elif leg in _LEG_OUTCOME:

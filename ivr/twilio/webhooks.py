@@ -251,6 +251,7 @@ class TwilioWebhooks:
             transfer.get("caller_stayed") is True
             and step == transfer.get("connect_step")
             and not record.state.get("done")
+            and record.state.get("waiting") in ("connect", "last_resort")
         )
         if stayed:
             # A seat's transfer that never moved the caller: this is the report of the
@@ -269,6 +270,8 @@ class TwilioWebhooks:
             )
             return Response("stale continuation\n", status=409, mimetype="text/plain")
         turn = self._turn(sid, record)
+        if stayed:  # that report counts once: a replay of it is refused as stale
+            turn.record.extra["transfer"]["caller_stayed"] = False
         session = turn.session
         gone = form.get("CallStatus") in ENDED
         if session.state.waiting in ("connect", "last_resort"):

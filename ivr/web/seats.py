@@ -21,8 +21,10 @@ from typing import Any, Protocol
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from ivr.core.privacy import mask_text
 from ivr.core.transfer import (
     METHODS,
+    BadTransferRequest,
     MethodNotAllowed,
     TransferPlan,
     TransferRefused,
@@ -95,11 +97,17 @@ def transfer(call_id: str) -> tuple[Response, int]:
     method = body.get("method")
     if method is not None and method not in METHODS:
         return _problem(400, f"field 'method' must be one of {', '.join(METHODS)}")
-    desk = next((d for d in _desks() if d.knows(call_id)), None)
+    try:
+        desk = next((d for d in _desks() if d.knows(call_id)), None)
+    except Exception as exc:  # the call state's store (Redis) is unreachable
+        log.error("seat API: looking up call %s failed: %s", call_id, mask_text(str(exc)))
+        return _problem(503, "the calls in progress cannot be looked up now")
     if desk is None:
         return _problem(404, f"no call {call_id} in progress here")
     try:
         plan = desk.transfer(call_id, target.strip(), seat_call, method)
+    except BadTransferRequest as exc:
+        return _problem(400, str(exc))
     except (UnknownTransferTarget, MethodNotAllowed) as exc:
         return _problem(422, str(exc))
     except TransferRefused as exc:
@@ -108,7 +116,7 @@ def transfer(call_id: str) -> tuple[Response, int]:
         return _problem(404, f"no call {call_id} in progress here")
     except Exception as exc:
         # the switch could not be told (manager or API down): the call stays as it is
-        log.error("call %s: transfer to %s not started: %s", call_id, target, exc)
+        log.error("call %s: transfer to %s not started: %s", call_id, target, mask_text(str(exc)))
         return _problem(503, f"the switch could not be told: {exc}")
     log.info("call %s: %s transfer to %s started by a seat", call_id, plan.method, plan.target.id)
     return jsonify(

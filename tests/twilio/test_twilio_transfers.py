@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 from twilio.http import HttpClient
 from twilio.http.response import Response as TwilioResponse
 from twilio_peer import ACCOUNT, Clock, Recorder, TwilioPeer, make_settings, parse
@@ -19,7 +20,7 @@ from twilio_peer import ACCOUNT, Clock, Recorder, TwilioPeer, make_settings, par
 from ivr.core.clock import SHANGHAI
 from ivr.core.routing import Hotline
 from ivr.twilio.rest import TwilioRest
-from ivr.twilio.state import MemoryStateStore
+from ivr.twilio.state import MemoryStateStore, RedisStateStore
 from ivr.twilio.transfers import TwilioTransfers
 from ivr.twilio.webhooks import TwilioWebhooks
 from ivr.web import create_app
@@ -284,3 +285,110 @@ def test_kept_seats_reachable_by_sip_join_the_room(hotline: Hotline) -> None:
     participant = rig.participant()
     assert participant["To"] == "sip:kept-12315@pbx.example.test"
     assert participant["Timeout"] == 20
+
+
+class Unreachable(TwilioApi):
+    """The HTTP client's own failure (a timeout), not an answer from Twilio."""
+
+    def request(self, *args: Any, **kwargs: Any) -> TwilioResponse:
+        if self.fail:
+            raise requests.exceptions.ConnectTimeout("api.twilio.com timed out")
+        return super().request(*args, **kwargs)
+
+
+def test_twilio_not_answering_is_503_and_the_seat_may_try_again(hotline: Hotline) -> None:
+    api = Unreachable(fail=True)
+    rig = Rig(hotline, api)
+    rig.queued()
+    assert rig.seat_transfers("emergency:110", seat_call="").status_code == 503
+    (failed,) = rig.events.of_type("transfer_failed")
+    assert failed["outcome"] == "failed"
+    api.fail = False  # Twilio reachable again: the transfer is not left "under way"
+    assert rig.seat_transfers("emergency:110", seat_call="").status_code == 202
+
+
+def test_a_replayed_connect_report_after_a_failed_transfer_moves_nothing(
+    hotline: Hotline,
+) -> None:
+    rig = Rig(hotline, TwilioApi(fail=True))
+    enqueue = rig.queued()
+    assert rig.seat_transfers("emergency:110", seat_call="").status_code == 503
+    action = enqueue.get("action", "")
+    first = rig.peer.post(action, QueueResult="bridged", QueueTime="9")
+    assert parse(first.data)[0].tag == "Gather"  # the survey question
+    step = rig.store.get(rig.peer.sid).step  # type: ignore[union-attr]
+    again = rig.peer.post(action, QueueResult="bridged", QueueTime="9")  # the same request
+    assert again.status_code == 200 and len(parse(again.data)) == 0  # an empty <Response/>
+    assert rig.store.get(rig.peer.sid).step == step  # type: ignore[union-attr]
+    assert "call_ended" not in rig.types()
+
+
+@pytest.mark.parametrize("seat_call", ["not-a-call-sid", "CA" + "2" * 31, "CA" + "G" * 32])
+def test_a_seat_call_that_is_no_call_sid_is_refused_before_anything_moves(
+    rig: Rig, seat_call: str
+) -> None:
+    rig.queued()
+    answer = rig.seat_transfers("sub_centre:12366", seat_call=seat_call)
+    assert answer.status_code == 400 and "seat_call" in answer.json["error"]
+    assert rig.api.requests == []
+    assert rig.seat_transfers("sub_centre:12366", seat_call=rig.peer.sid).status_code == 400
+
+
+class SeatCallEnded(TwilioApi):
+    """Twilio answers 404 for the seat's call: it ended before the transfer."""
+
+    def request(self, method: str, uri: str, *args: Any, **kwargs: Any) -> TwilioResponse:
+        if uri.endswith(f"/Calls/{SEAT_CALL}.json"):
+            self.requests.append((method, uri, {}))
+            return TwilioResponse(404, json.dumps({"code": 20404, "message": "not found"}))
+        return super().request(method, uri, *args, **kwargs)
+
+
+def test_a_seat_that_cannot_join_the_room_leaves_the_caller_to_the_seats(hotline: Hotline) -> None:
+    rig = Rig(hotline, SeatCallEnded())
+    rig.queued()
+    assert rig.seat_transfers("sub_centre:12366").status_code == 503
+    room, back = rig.api.updates_of(rig.peer.sid)  # into the room, then out of it
+    assert room.find("Dial/Conference") is not None
+    assert [c.tag for c in back] == ["Enqueue", "Hangup"]
+    assert back.find("Enqueue").text == "fuzhou-12345"  # type: ignore[union-attr]
+
+
+def test_transfer_webhooks_missing_a_field_get_400_naming_it(rig: Rig) -> None:
+    rig.queued()
+    assert rig.seat_transfers("sub_centre:12366").status_code == 202
+    (caller,) = rig.api.updates_of(rig.peer.sid)
+    form = rig.peer.fields()
+    del form["CallSid"]
+    answer = rig.peer.post(caller.find("Dial").get("action"), form)  # type: ignore[union-attr]
+    assert answer.status_code == 400 and b"CallSid" in answer.data
+    form = rig.peer.fields(CallSid=TARGET_LEG)
+    del form["CallStatus"]
+    answer = rig.peer.post(rig.participant()["StatusCallback"], form)
+    assert answer.status_code == 400 and b"CallStatus" in answer.data
+
+
+def test_the_seat_api_says_503_when_the_call_state_cannot_be_read(hotline: Hotline) -> None:
+    rig = Rig(hotline, TwilioApi())
+    rig.hooks.store = RedisStateStore.from_url("redis://127.0.0.1:1/0")  # nothing listens
+    answer = rig.seat_transfers("emergency:110", seat_call="")
+    assert answer.status_code == 503 and "cannot be looked up" in answer.json["error"]
+
+
+class RingRefused(TwilioApi):
+    def request(self, method: str, uri: str, *args: Any, **kwargs: Any) -> TwilioResponse:
+        if uri.endswith("Participants.json"):
+            message = "Phone number 059112366 is not a valid phone number"
+            return TwilioResponse(400, json.dumps({"code": 21211, "message": message}))
+        return super().request(method, uri, *args, **kwargs)
+
+
+def test_a_refused_ring_is_logged_with_the_number_masked(
+    hotline: Hotline, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = Rig(hotline, RingRefused())
+    rig.queued()
+    with caplog.at_level(logging.ERROR, logger="ivr"):
+        assert rig.seat_transfers("sub_centre:12366").status_code == 503
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "not started" in logged and "059112366" not in logged
