@@ -39,15 +39,18 @@ class LiveCall:
     # outcome while the call's own session goes on.
     events_lock: threading.RLock = field(default_factory=threading.RLock)
 
-    def start_transfer(self, plan: TransferPlan) -> bool:
-        """Claim the call for one transfer; False when one is already under way."""
+    def start_transfer(self, plan: TransferPlan) -> str:
+        """Claim the call for one transfer: "" when claimed, else why not."""
         with self.lock:
             if self.transfer is not None and not self.transfer_concluded:
-                return False
+                return "a transfer of this call is already under way"
+            if self.parked.is_set():
+                # The caller is still in an earlier transfer's room (its target did not
+                # answer): only transfer_ended may take the call up again.
+                return "the caller is in a three-way room; transfer again once it has ended"
             self.transfer, self.transfer_concluded = plan, False
             self.parking = False
-            self.parked.clear()
-            return True
+            return ""
 
     def may_park(self) -> bool:
         """The caller left Queue()/Dial() while a transfer was starting: take that for

@@ -88,8 +88,9 @@ class AsteriskTransfers:
         )  # a request that names nobody is refused as such, whatever the switch's state
         if not self.ami.configured:
             raise AmiUnavailable("no manager (AMI) user configured for transfers")
-        if not live.start_transfer(plan):
-            raise TransferRefused("a transfer of this call is already under way")
+        refused = live.start_transfer(plan)
+        if refused:
+            raise TransferRefused(refused)
         link: AmiLink | None = None
         try:
             link = self.link_factory(self.ami).open()

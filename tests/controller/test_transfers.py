@@ -179,6 +179,24 @@ def test_unanswered_three_way_reports_a_work_order_and_the_caller_stays(rig: Rig
     assert "transferred" not in [e["type"] for e in rig.events()]
 
 
+@pytest.mark.parametrize(
+    "rig", [{"originate": {"Response": "Failure", "Reason": "3"}}], indirect=True
+)
+def test_no_second_transfer_while_the_caller_is_still_in_the_room(rig: Rig) -> None:
+    # A sub-centre did not answer: caller and seat talk on in the room. A second
+    # transfer now would take the call from the transfer_ended that is to come.
+    peer = rig.queued_call()
+    rig.transfers.transfer(UNIQUEID, "sub_centre:12366")
+    rig.pulled_out_of_the_queue(peer)
+    rig.wait_for("transfer_failed")
+    with pytest.raises(TransferRefused, match="three-way room"):
+        rig.transfers.transfer(UNIQUEID, "kept_seats:12315")
+    commands = rig.back_from_transfer("three_way", keys={"ivr/survey_question": "5"})
+    assert commands[0].startswith("GET DATA ivr/survey_question")
+    assert rig.wait_for("call_ended")["answered"] is True
+    assert rig.calls.live.get(UNIQUEID) is None
+
+
 def test_one_key_sends_the_caller_alone_and_unanswered_goes_back_to_the_seats(rig: Rig) -> None:
     peer = rig.queued_call()
     plan = rig.transfers.transfer(UNIQUEID, "emergency:110")
