@@ -69,11 +69,18 @@ class AmiLink(Manager):  # type: ignore[misc]
         self.event_dispatch_thread.daemon = True
         self.message_thread.start()
         self.event_dispatch_thread.start()
-        self._response(f"greeting from {s.host}:{s.port}")
-        reply = self.send_action({"Action": "Login", "Username": s.username, "Secret": s.secret})
-        if reply.get_header("Response") != "Success":
+        try:
+            self._response(f"greeting from {s.host}:{s.port}")
+            login = {"Action": "Login", "Username": s.username, "Secret": s.secret}
+            reply = self.send_action(login)
+            if reply.get_header("Response") != "Success":
+                why = reply.get_header("Message", "")
+                raise AmiUnavailable(f"manager login refused: {why}")
+        except BaseException:
+            # The caller never gets this link to close: a hung manager that still
+            # accepts connections must not cost a socket and threads per request.
             self.close()
-            raise AmiUnavailable(f"manager login refused: {reply.get_header('Message', '')}")
+            raise
         return self
 
     def __enter__(self) -> AmiLink:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +37,39 @@ def test_a_silent_manager_fails_within_the_action_timeout() -> None:
             assert time.monotonic() - started < 1.0
     finally:
         manager.close()
+
+
+def test_a_manager_that_never_greets_costs_no_thread_nor_socket() -> None:
+    # A hung Asterisk still accepts TCP: every seat request then fails in open(), and
+    # must not leave pyst2's threads and the socket behind.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    settings = AmiSettings("127.0.0.1", server.getsockname()[1], "ivr", "s3cret")
+    threads, sockets = threading.active_count(), open_sockets()
+    try:
+        for _ in range(4):
+            with pytest.raises(AmiUnavailable, match="no answer to greeting"):
+                AmiLink(settings, action_timeout=0.2).open()
+        deadline = time.monotonic() + 3
+        while threading.active_count() > threads and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert threading.active_count() == threads
+        assert open_sockets() == sockets
+    finally:
+        server.close()
+
+
+def open_sockets() -> int:
+    """This process's client sockets (the listening one excluded by counting before)."""
+    return sum(1 for fd in Path("/proc/self/fd").iterdir() if "socket:" in _readlink(fd))
+
+
+def _readlink(path: Path) -> str:
+    try:
+        return str(path.readlink())
+    except OSError:
+        return ""
 
 
 def test_events_are_matched_to_their_action() -> None:
