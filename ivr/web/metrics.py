@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,31 +32,52 @@ def healthz() -> tuple[Response, int]:
 
 
 class LiveIndicators:
-    """An event sink that folds every call's events as they pass, for /metrics."""
+    """An event sink that folds every call's events as they pass, for /metrics.
+
+    Calls hand their events over without waiting: a scrape works out every figure
+    since the start under the lock, which takes longer the longer the controller
+    runs, and the calls (one thread for all of them) must not wait for it. Events
+    wait in a queue until a scrape folds them, or until a call finds many waiting
+    and the lock free."""
+
+    FOLD_AT = 256  # events waiting before a call folds them itself
 
     def __init__(self) -> None:
         self.indicators = Indicators()
         self.lock = threading.Lock()
+        # (call id, region, line, hour, counted events); appends need no lock
+        self._waiting: deque[tuple[str, str, str, str, list[dict[str, Any]]]] = deque()
 
     def call_events(self, call: Any, events: list[dict[str, Any]]) -> None:
         # Most of a call's events (prompts, keys) count for nothing: skip them cheaply.
         counted = [raw for raw in events if raw.get("type") in COUNTED]
         if not counted:
             return
-        call_id = call.call_id
-        indicators = self.indicators
-        with self.lock:
+        route = call.route
+        hour = local_hour(time.time())  # the hour the call is offered in, if it is now
+        self._waiting.append((call.call_id, route.region, route.line, hour, counted))
+        if len(self._waiting) >= self.FOLD_AT and self.lock.acquire(blocking=False):
+            try:
+                self._fold()
+            finally:
+                self.lock.release()
+
+    def _fold(self) -> None:
+        """Fold the waiting events, oldest first (with the lock held)."""
+        waiting, indicators = self._waiting, self.indicators
+        while waiting:
+            call_id, region, line, hour, counted = waiting.popleft()
             for raw in counted:
                 kind = raw["type"]
                 if kind == "call_offered":
-                    route = call.route
-                    indicators.offer(call_id, route.region, route.line, local_hour(time.time()))
+                    indicators.offer(call_id, region, line, hour)
                 else:
                     # the engine names a survey's grade by its label
                     indicators.fold(kind, call_id, raw, str(raw.get("grade") or ""))
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self.lock:
+            self._fold()
             return self.indicators.rows(by=("region", "line"))
 
 

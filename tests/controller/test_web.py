@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry
@@ -62,3 +63,23 @@ def test_healthz_is_503_when_unhealthy() -> None:
     assert response.status_code == 503 and response.get_json()["why"] == "spool"
     ok = create_app(registry=CollectorRegistry(), health=lambda: {"ok": True})
     assert ok.test_client().get("/healthz").status_code == 200
+
+
+def test_calls_never_wait_for_a_scrape(hotline: Hotline) -> None:
+    # A scrape holds the indicators' lock while it works out every figure since the
+    # start (longer the longer the controller runs); the calls must go on meanwhile.
+    live = LiveIndicators()
+    fed = threading.Event()
+
+    def calls() -> None:
+        for n in range(2 * LiveIndicators.FOLD_AT):  # enough to make a call want to fold
+            run_call(hotline, live, n, "answer")
+        fed.set()
+
+    with live.lock:  # the scrape
+        feeder = threading.Thread(target=calls, daemon=True)
+        feeder.start()
+        assert fed.wait(10), "a call waited for the scrape"
+    (row,) = live.snapshot()  # folds what waited: nothing is lost
+    assert row["offered"] == 2 * LiveIndicators.FOLD_AT
+    assert row["answered_by_person"] == 2 * LiveIndicators.FOLD_AT
