@@ -44,6 +44,8 @@ _DIAL_OUTCOME = {"ANSWER": "answered", "NOANSWER": "noanswer", "BUSY": "busy"}
 # How long a connect (ringing and the conversation after it) may block before we
 # stop waiting on it.
 _CONVERSATION_CAP = 4 * 3600.0
+# Why a call was handed to the switch when the controller stopping cut its session.
+CUT_BY_STOP = "controller_stopped"
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,10 @@ class CallController:
             channel.announce(args[2] if len(args) > 2 else "")
             self._walk(channel, session, instruction, info, live)
         except CallerHungUp:
-            session.caller_hung_up()  # gone before the flow began (the walk ends its own)
+            if agi.cut:
+                session.handed_to_switch(CUT_BY_STOP)
+            else:
+                session.caller_hung_up()  # gone before the flow began (the walk ends its own)
             raise
         except BadSession:
             # Asterisk's side broke off mid-call: close, and the glue queues the caller.
@@ -145,6 +150,13 @@ class CallController:
             try:
                 result = channel.do(instruction)
             except CallerHungUp:
+                if channel.agi.cut:
+                    # Our side closed (the controller stopping), not the caller: Asterisk
+                    # keeps them where they are and the glue puts them through to the
+                    # seats. Not abandoned, and nothing to read on a closed socket.
+                    session.handed_to_switch(CUT_BY_STOP)
+                    self._publish(info, session)
+                    raise
                 if live is not None and isinstance(instruction, Connect) and live.may_park():
                     self._park(channel, live, instruction)
                     return
@@ -254,7 +266,10 @@ class CallController:
             assert live.next_instruction is not None
             self._walk(channel, session, live.next_instruction, info)
         except CallerHungUp:
-            session.caller_hung_up(answered=True)
+            if agi.cut:
+                session.handed_to_switch(CUT_BY_STOP)
+            else:
+                session.caller_hung_up(answered=True)
             raise
         except BadSession:
             session.handed_to_switch("bad_session")

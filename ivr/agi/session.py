@@ -186,6 +186,9 @@ class AgiSession(AGI):
         self._hung_up = False
         self._closed = False
         self._close_lock = threading.Lock()
+        # Cut by us (the server stopping), not by Asterisk: the caller is still on the
+        # line, and the glue puts them through to the seats.
+        self.cut = False
         self._debug = log.isEnabledFor(logging.DEBUG)
         sock.setblocking(False)
         # The hub's watchers on this socket, made on the first wait (in the thread
@@ -328,6 +331,7 @@ class AgiSession(AGI):
         # descriptor number to another connection in between.
         with self._close_lock:
             if not self._closed:
+                self.cut = True
                 with contextlib.suppress(OSError):
                     self.sock.shutdown(socket.SHUT_RDWR)
 

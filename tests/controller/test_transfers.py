@@ -378,3 +378,16 @@ def test_a_parked_call_that_never_came_back_is_forgotten(hotline: Hotline) -> No
     calls._swept -= LiveCalls.SWEEP_EVERY_S + 1  # a minute has passed
     live("next", 0, parked=False)
     assert {c.info.call_id for c in calls.all()} == {"long", "fresh", "next"}
+
+
+def test_stopping_the_controller_does_not_make_queued_callers_abandoned(rig: Rig) -> None:
+    # stop() cuts the sessions still in Queue() once its grace is over. Asterisk keeps
+    # those callers where they are (the glue then queues them): not abandoned, no
+    # callback to make.
+    peer = rig.queued_call()
+    rig.server.stop(grace=0.2)
+    ended = rig.wait_for("call_ended")
+    types = [e["type"] for e in rig.events()]
+    assert "abandoned" not in types and "missed_call_callback_created" not in types
+    assert ended["target_kind"] == "seats"
+    assert peer.play([]) == []  # no command sent on the cut socket
