@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 _ORIGINATE_REASON = {"1": "noanswer", "3": "noanswer", "5": "busy", "8": "failed"}
 # How long the seat's request waits for Asterisk to move the caller before ringing.
 PARK_WAIT_S = 3.0
+# How often a ringing target's thread looks whether the transfer ended without it.
+RING_POLL_S = 0.25
 
 
 @dataclass
@@ -153,6 +155,37 @@ class AsteriskTransfers:
         link.action("Redirect", Channel=caller, Context="ivr-one-key", Exten="caller",
                     Priority="1")  # fmt: skip
 
+    def _await_answer(
+        self,
+        link: AmiLink,
+        live: LiveCall,
+        response: Callable[[float], Any],
+        ringing: str,
+        timeout: float,
+    ) -> Any:
+        """The Originate's response, or None; once the caller has hung up or the room
+        has closed (the session reported the outcome), stop ringing the target: an
+        answer now would land in an empty room."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            event = response(min(RING_POLL_S, left))
+            if event is not None:
+                return event
+            if live.concluded.is_set():
+                target = live.transfer.target.id if live.transfer else "?"
+                log.info("call %s: the transfer ended first; no longer ringing %s",
+                         live.info.call_id, target)  # fmt: skip
+                try:
+                    link.action("Hangup", Channel=ringing)
+                except AmiUnavailable as exc:
+                    # "No such channel": it had stopped ringing by itself meanwhile
+                    gone = "no such channel" in str(exc).lower()
+                    (log.info if gone else log.warning)(
+                        "call %s: hanging up the target: %s", live.info.call_id, exc
+                    )
+                return None
+        return None
+
     def _ring_target(self, link: AmiLink, live: LiveCall, plan: TransferPlan) -> None:
         """Ring the target into the room and report how that went. Runs on its own
         thread for up to the ring timeout; the seat's request has been answered."""
@@ -162,10 +195,13 @@ class AsteriskTransfers:
                 log.warning("call %s: the caller did not leave the queue for the room",
                             live.info.call_id)  # fmt: skip
             action_id = f"transfer-{live.info.call_id}"
+            # The target's channel gets an id of ours, to hang it up if need be.
+            ringing = f"ivr-ring-{live.info.call_id}-{time.time_ns()}"
             response = link.expect("OriginateResponse", action_id)
             link.action(
                 "Originate",
                 Channel=self._dial(plan.target),
+                ChannelId=ringing,
                 Context="ivr-three-way",
                 Exten="member",
                 Priority="1",
@@ -175,8 +211,10 @@ class AsteriskTransfers:
                 Async="true",
                 ActionID=action_id,
             )
-            event = response(plan.ring_timeout + 10.0)
-            if event is None:
+            event = self._await_answer(link, live, response, ringing, plan.ring_timeout + 10.0)
+            if live.concluded.is_set():
+                pass  # the call's own session reported the outcome first
+            elif event is None:
                 log.warning("call %s: no answer from the manager about the transfer",
                             live.info.call_id)  # fmt: skip
             elif event.get_header("Response", "") == "Success":

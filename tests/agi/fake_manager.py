@@ -3,10 +3,10 @@ to the actions a seat's transfer sends. The real manager is exercised in tests/l
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable
 
 Action = dict[str, str]
 
@@ -55,9 +55,11 @@ class FakeManager:
             threading.Thread(target=self._session, args=(conn,), daemon=True).start()
 
     def _session(self, conn: socket.socket) -> None:
-        send: Callable[[Action], None] = lambda fields: conn.sendall(  # noqa: E731
-            ("".join(f"{k}: {v}\r\n" for k, v in fields.items()) + "\r\n").encode()
-        )
+        def send(fields: Action) -> None:
+            block = "".join(f"{k}: {v}\r\n" for k, v in fields.items()) + "\r\n"
+            with contextlib.suppress(OSError):  # the client may have left meanwhile
+                conn.sendall(block.encode())
+
         conn.sendall(b"Asterisk Call Manager/9.0.0\r\n")
         buffer = b""
         with conn:

@@ -391,3 +391,25 @@ def test_stopping_the_controller_does_not_make_queued_callers_abandoned(rig: Rig
     assert "abandoned" not in types and "missed_call_callback_created" not in types
     assert ended["target_kind"] == "seats"
     assert peer.play([]) == []  # no command sent on the cut socket
+
+
+@pytest.mark.parametrize("rig", [{"originate_delay": 1.5}], indirect=True)
+@pytest.mark.parametrize("ends", ["caller_hangs_up", "room_closes"])
+def test_a_target_still_ringing_is_hung_up_once_the_transfer_has_ended(rig: Rig, ends: str) -> None:
+    # The target would answer 1.5 s after being rung, into a room nobody is in now.
+    peer = rig.queued_call()
+    rig.transfers.transfer(UNIQUEID, "sub_centre:12366")
+    rig.pulled_out_of_the_queue(peer)
+    time.sleep(0.2)  # the target rings
+    if ends == "caller_hangs_up":
+        rig.back_from_transfer("hangup", "")
+    else:  # the seat left, the room closed with the caller in it
+        rig.back_from_transfer("three_way", keys={"ivr/survey_question": "5"})
+    deadline = time.monotonic() + 5
+    while "Hangup" not in rig.manager.names() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    originate = next(a for a in rig.manager.actions if a.get("Action") == "Originate")
+    hangup = next(a for a in rig.manager.actions if a.get("Action") == "Hangup")
+    assert originate["ChannelId"] and hangup["Channel"] == originate["ChannelId"]
+    failed = [e for e in rig.events() if e["type"] == "transfer_failed"]
+    assert len(failed) == 1 and "transferred" not in [e["type"] for e in rig.events()]
