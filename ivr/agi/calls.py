@@ -150,12 +150,7 @@ class CallController:
             try:
                 result = channel.do(instruction)
             except CallerHungUp:
-                if channel.agi.cut:
-                    # Our side closed (the controller stopping), not the caller: Asterisk
-                    # keeps them where they are and the glue puts them through to the
-                    # seats. Not abandoned, and nothing to read on a closed socket.
-                    session.handed_to_switch(CUT_BY_STOP)
-                    self._publish(info, session)
+                if channel.agi.cut:  # our side closed: the caller's handler records it
                     raise
                 if live is not None and isinstance(instruction, Connect) and live.may_park():
                     self._park(channel, live, instruction)

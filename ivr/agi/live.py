@@ -29,13 +29,11 @@ class LiveCall:
     started: float = field(default_factory=time.monotonic)
     talking_to: str = ""  # the seat's channel once a person answered (BRIDGEPEER)
     transfer: TransferPlan | None = None
-    transfer_concluded: bool = False
+    transfer_concluded: bool = False  # read unlocked by a ringing target's thread: it stops
     next_instruction: Instruction | None = None  # where the flow goes on after the transfer
     held_events: list[dict[str, Any]] = field(default_factory=list)
     parked: threading.Event = field(default_factory=threading.Event)
     parking: bool = False  # the session took the caller's leaving for the transfer's move
-    # Set once the transfer's outcome is reported: a target still ringing then stops.
-    concluded: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     # One call's events leave in order even when the AMI watcher reports a transfer's
     # outcome while the call's own session goes on.
@@ -52,7 +50,6 @@ class LiveCall:
                 return "the caller is in a three-way room; transfer again once it has ended"
             self.transfer, self.transfer_concluded = plan, False
             self.parking = False
-            self.concluded.clear()
             return ""
 
     def may_park(self) -> bool:
@@ -71,7 +68,6 @@ class LiveCall:
             if self.transfer is None or self.transfer_concluded:
                 return None
             self.transfer_concluded = True
-            self.concluded.set()
             return self.transfer
 
     def abandon_transfer(self) -> bool:

@@ -171,7 +171,7 @@ class AsteriskTransfers:
             event = response(min(RING_POLL_S, left))
             if event is not None:
                 return event
-            if live.concluded.is_set():
+            if live.transfer_concluded:
                 target = live.transfer.target.id if live.transfer else "?"
                 log.info("call %s: the transfer ended first; no longer ringing %s",
                          live.info.call_id, target)  # fmt: skip
@@ -212,7 +212,7 @@ class AsteriskTransfers:
                 ActionID=action_id,
             )
             event = self._await_answer(link, live, response, ringing, plan.ring_timeout + 10.0)
-            if live.concluded.is_set():
+            if live.transfer_concluded:
                 pass  # the call's own session reported the outcome first
             elif event is None:
                 log.warning("call %s: no answer from the manager about the transfer",
