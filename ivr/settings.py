@@ -27,6 +27,16 @@ ListenAddress = Annotated[
 ]
 
 
+def _redis_url(value: str) -> str:
+    problem = redis_url_problem(value)  # one rule for the file, the environment and --redis
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+RedisUrl = Annotated[str, AfterValidator(_redis_url)]
+
+
 class AgiSettings(_Strict):
     listen: ListenAddress = "127.0.0.1:4573"
     allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1"], min_length=1)
@@ -60,7 +70,7 @@ class SeatApiSettings(_Strict):
 class PlatformSettings(_Strict):
     """Where call events go (docs/events.md). IVR_REDIS_URL or --redis override redis_url."""
 
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://")
+    redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
     spool_dir: str = Field(default="var/spool", description="relative to the config folder")
     full_numbers: bool = Field(
         default=False, description="put callers' full numbers on the event streams"

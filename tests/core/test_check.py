@@ -317,3 +317,15 @@ def test_changed_prompt_text_is_a_stale_render_warning(config_copy: Path) -> Non
         "survey_thanks.wav was rendered from another text" in str(p) and p.severity == "warning"
         for p in loaded.problems
     )
+
+
+def test_the_files_redis_url_follows_the_same_rule_as_redis_and_the_environment(
+    config_copy: Path,
+) -> None:
+    controller = config_copy / "config" / "controller.yaml"
+    edit(controller, "redis_url: redis://127.0.0.1:6379/0", "redis_url: foo://x")
+    (error,) = errors_of(config_copy)
+    assert f"controller.yaml:{line_of(controller, 'foo://x')}:" in error
+    assert "is not a Redis URL" in error
+    edit(controller, "redis_url: foo://x", "redis_url: unix:///run/redis/redis.sock")
+    assert errors_of(config_copy) == []  # as --redis and IVR_REDIS_URL take it
