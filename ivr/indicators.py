@@ -64,31 +64,28 @@ class Bucket:
     survey: Counter[str] = field(default_factory=Counter)
 
     def add(self, call: _Call) -> None:
-        self.offered += 1
-        self.asked += call.asked
-        self.answered += call.answered
-        self.abandoned += call.abandoned
-        self.transfers_ok += call.transfers_ok
-        self.transfers_failed += call.transfers_failed
-        if call.answered and call.wait_s is not None:
-            self.waits.append(call.wait_s)
-            self.answered_15s += call.wait_s <= ANSWER_WITHIN_S
-        if call.grade:
-            self.survey[call.grade] += 1
+        self._count(call, +1)
 
     def remove(self, call: _Call) -> None:
         """Take back what `add` counted for `call` (it is about to be counted again)."""
-        self.offered -= 1
-        self.asked -= call.asked
-        self.answered -= call.answered
-        self.abandoned -= call.abandoned
-        self.transfers_ok -= call.transfers_ok
-        self.transfers_failed -= call.transfers_failed
+        self._count(call, -1)
+
+    def _count(self, call: _Call, sign: int) -> None:
+        # One place for what a call counts, so that taking it back always matches.
+        self.offered += sign
+        self.asked += sign * call.asked
+        self.answered += sign * call.answered
+        self.abandoned += sign * call.abandoned
+        self.transfers_ok += sign * call.transfers_ok
+        self.transfers_failed += sign * call.transfers_failed
         if call.answered and call.wait_s is not None:
-            self.waits.remove(call.wait_s)
-            self.answered_15s -= call.wait_s <= ANSWER_WITHIN_S
+            if sign > 0:
+                self.waits.append(call.wait_s)
+            else:
+                self.waits.remove(call.wait_s)
+            self.answered_15s += sign * (call.wait_s <= ANSWER_WITHIN_S)
         if call.grade:
-            self.survey[call.grade] -= 1
+            self.survey[call.grade] += sign
 
     def merge(self, other: Bucket) -> None:
         for name in (
@@ -138,7 +135,7 @@ class Indicators:
         self.open: dict[str, _Call] = {}
         self.buckets: dict[tuple[str, str, str], Bucket] = {}
         self.early: dict[str, list[Mapping[str, Any]]] = {}
-        self.ended: dict[str, tuple[_Call, tuple[str, str, str]]] = {}
+        self.ended: dict[str, _Call] = {}
         self._held = 0
 
     def add(self, event: Mapping[str, Any]) -> None:
@@ -178,20 +175,20 @@ class Indicators:
             counted = self.ended.get(call_id)
             if counted is None:
                 return False
-            call, key = counted  # a late event: count the call again, corrected
-            counted_in = self.buckets[key]
+            call = counted  # a late event: count the call again, corrected
+            counted_in = self.buckets[_bucket_key(call)]
             counted_in.remove(call)
             _apply(call, kind, event, grade)
             counted_in.add(call)
             return True
         if kind == "call_ended":
             del self.open[call_id]
-            key = (call.region, call.line, call.hour)
+            key = _bucket_key(call)
             bucket = self.buckets.get(key)
             if bucket is None:
                 bucket = self.buckets[key] = Bucket()
             bucket.add(call)
-            self.ended[call_id] = (call, key)
+            self.ended[call_id] = call
             if len(self.ended) > ENDED_MAX:
                 del self.ended[next(iter(self.ended))]
             return True
@@ -222,6 +219,10 @@ class Indicators:
             {**dict(zip(by, key, strict=True)), **bucket.figures()}
             for key, bucket in sorted(grouped.items())
         ]
+
+
+def _bucket_key(call: _Call) -> tuple[str, str, str]:
+    return (call.region, call.line, call.hour)
 
 
 def _apply(call: _Call, kind: Any, event: Mapping[str, Any], grade: str) -> None:
