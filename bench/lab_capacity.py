@@ -229,10 +229,12 @@ def share_of_events(hl: HotlineLab, lab: Lab, rate: int, seconds: int, talk_s: f
                 proc.stdin.flush()
                 if proc.stdout.readline().strip() != f"OK {events}":
                     raise SystemExit("the bench's controller did not switch its events")
-                before = {k: _cpu(pid) for k, pid in pids.items()}
+                before = {k: _cpu(pid, k, lab) for k, pid in pids.items()}
                 ok, _ = run_rate(CONTROLLER_CALLER, rate, seconds, talk_s)
                 settle(lab)
-                used = {k: (_cpu(pid) - before[k]) * 1000 / calls for k, pid in pids.items()}
+                used = {
+                    k: (_cpu(pid, k, lab) - before[k]) * 1000 / calls for k, pid in pids.items()
+                }
                 if not ok:
                     raise SystemExit(f"calls failed at {rate}/s: lower --share")
                 used["all"] = sum(used.values())
@@ -293,10 +295,10 @@ def cpu_per_call(lab: Lab, rate: int, seconds: int, talk_s: float, rounds: int,
             pids = {"Asterisk": asterisk_pid, "Redis": redis_pid}
             if name in servers:
                 pids["server"] = servers[name]
-            before = {k: _cpu(pid) for k, pid in pids.items()}
+            before = {k: _cpu(pid, k, lab) for k, pid in pids.items()}
             ok, wall = run_rate(flows[name], rate, seconds, talk_s)
             settle(lab)
-            row = {k: (_cpu(pid) - before[k]) * 1000 / calls for k, pid in pids.items()}
+            row = {k: (_cpu(pid, k, lab) - before[k]) * 1000 / calls for k, pid in pids.items()}
             if not ok or wall > seconds + talk_s + LATE_S:
                 raise SystemExit(f"{name}: calls failed or ran late at {rate}/s: lower --cpu")
             row.setdefault("server", 0.0)
@@ -324,10 +326,13 @@ LATE_S = 3.0
 EVENTS_URL = "redis://127.0.0.1:6379/15"  # the bench's events, on a database of their own
 
 
-def _cpu(pid: int) -> float:
+def _cpu(pid: int, name: str, lab: Lab) -> float:
     seconds = cpu_seconds(pid)
     if seconds is None:
-        raise SystemExit(f"process {pid} is gone: cannot read its CPU time")
+        # Asterisk 22.10's app_queue has been seen to crash under these bursts
+        # (a failed assertion in stasis_message_router_add), native dialplan included.
+        where = f"; its log: {lab.messages_log}" if name == "Asterisk" else ""
+        raise SystemExit(f"{name} (process {pid}) is gone: cannot read its CPU time{where}")
     return seconds
 
 
