@@ -30,6 +30,7 @@ from ivr.config import ConfigError
 from ivr.core.clock import SHANGHAI
 from ivr.core.routing import Hotline
 from ivr.events import FanOut
+from ivr.listen import listen
 from ivr.platform.publisher import Publisher
 from ivr.platform.sink import PublishingSink
 from ivr.settings import ControllerSettings, host_port, secret
@@ -70,6 +71,10 @@ class LiveHotline:
             self.reloads += 1
             log.info("configuration reloaded from %s", self.root)
             return True
+
+
+# As werkzeug listens by itself: Twilio's and the seats' requests are short.
+HTTP_BACKLOG = 128
 
 
 class Controller:
@@ -142,11 +147,21 @@ class Controller:
         self.http: BaseWSGIServer | None = None
 
     def start(self) -> tuple[str, int]:
+        # The HTTP port is bound before the FastAGI listener serves: a port in use
+        # stops the start with a line naming it (werkzeug would print its own advice
+        # and exit) and nothing half-running.
+        try:
+            listener = listen("HTTP", self.http_address, HTTP_BACKLOG)
+        except OSError:
+            self.agi.stop(grace=0)
+            raise
+        with listener:  # werkzeug serves a duplicate of it
+            self.http_address = listener.getsockname()[:2]  # the port, if 0 was asked
+            self.http = make_server(
+                *self.http_address, self.app, threaded=True,
+                request_handler=MaskedRequestLog, fd=listener.fileno(),
+            )  # fmt: skip
         address = self.agi.start()
-        # (werkzeug itself says so and exits when the port is taken)
-        self.http = make_server(
-            *self.http_address, self.app, threaded=True, request_handler=MaskedRequestLog
-        )
         threading.Thread(target=self.http.serve_forever, name="http", daemon=True).start()
         return address
 

@@ -41,6 +41,7 @@ from gevent.pool import Group
 from gevent.socket import wait as wait_on_watcher
 
 from ivr.agi.session import AgiSession, BadSession, CallerHungUp, SessionLimits, mask_text
+from ivr.listen import listen
 
 __all__ = ["AgiServer", "ErrorHook", "Handler", "ServerStats", "UnknownRoute"]
 
@@ -131,12 +132,7 @@ class AgiServer:
         self._ready = threading.Event()  # serve_forever() is up (or never will be)
         self._finished = threading.Event()  # serve_forever() has returned
         self._stopping = False
-        host = address[0]
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        try:
-            self.socket = socket.create_server(address, family=family, backlog=backlog)
-        except OSError as exc:  # in use, not ours to bind: say which listener
-            raise OSError(exc.errno, f"FastAGI on {host}:{address[1]}: {exc.strerror}") from exc
+        self.socket = listen("FastAGI", address, backlog)
         self.socket.setblocking(False)
         self._listening = True
 

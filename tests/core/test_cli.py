@@ -221,6 +221,28 @@ def test_serve_on_a_port_in_use_says_which_listener(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_serve_on_an_http_port_in_use_says_so_and_leaves_nothing_running() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "ivr.cli", "serve", "--agi", "127.0.0.1:0",
+             "--http", f"127.0.0.1:{port}", "--redis", "redis://127.0.0.1:1/0"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert f"ivr serve: cannot start: HTTP on 127.0.0.1:{port}: Address already in use" in (
+        done.stderr
+    )
+    # our line, not werkzeug's advice; and the FastAGI listener never said it was up
+    assert "Either identify and stop that program" not in done.stderr
+    assert "agi server listening" not in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_listen_port_out_of_range_is_a_configuration_error(config_copy: Path) -> None:
     from ivr.config import ConfigError
     from ivr.settings import load_settings
