@@ -222,7 +222,7 @@ class AgiServer:
             self._finished.wait(5.0)
         if self._thread is not None:
             self._thread.join(5.0)
-        log.info("agi server stopped")
+            log.info("agi server stopped")  # (one never started only closes its socket)
 
     def _end_accepting(self) -> None:
         # In the hub, from stop(): the accept loop ends and closes the listener,

@@ -240,6 +240,7 @@ def test_serve_on_an_http_port_in_use_says_so_and_leaves_nothing_running() -> No
     # our line, not werkzeug's advice; and the FastAGI listener never said it was up
     assert "Either identify and stop that program" not in done.stderr
     assert "agi server listening" not in done.stderr
+    assert "agi server stopped" not in done.stderr
     assert "Traceback" not in done.stderr
 
 
