@@ -106,6 +106,8 @@ class AmiLink(Manager):  # type: ignore[misc]
             raw.close()
         self._running.clear()
         self._connected.clear()
+        with self._waiters_lock:
+            self._waiters.clear()
 
     # -- actions ---------------------------------------------------------------------
     def send_action(self, cdict: dict[str, Any] | None = None, **kwargs: Any) -> ManagerMsg:
@@ -130,7 +132,10 @@ class AmiLink(Manager):  # type: ignore[misc]
 
     def expect(self, event: str, action_id: str) -> Callable[[float], Event | None]:
         """Register for ``event`` carrying ``action_id`` *before* sending the action;
-        the returned function waits for it (None after the timeout)."""
+        the returned function waits up to its timeout for it (None if it has not come
+        yet). It may be called again and again: a target rings for many polls, and an
+        event arriving between two of them is kept. The registration ends when the
+        event is taken, or with the link."""
         box: queue.Queue[Event] = queue.Queue()
         key = f"{event}/{action_id}"
         with self._waiters_lock:
@@ -138,12 +143,12 @@ class AmiLink(Manager):  # type: ignore[misc]
 
         def wait(timeout: float) -> Event | None:
             try:
-                return box.get(timeout=timeout)
+                found = box.get(timeout=timeout)
             except queue.Empty:
                 return None
-            finally:
-                with self._waiters_lock:
-                    self._waiters.pop(key, None)
+            with self._waiters_lock:
+                self._waiters.pop(key, None)
+            return found
 
         return wait
 

@@ -91,6 +91,25 @@ def test_events_are_matched_to_their_action() -> None:
         manager.close()
 
 
+def test_an_event_that_comes_between_two_polls_is_kept() -> None:
+    # A sub-centre rings for 25 s, watched in short polls: its OriginateResponse comes
+    # long after the first poll gave up, and must still be there for the next one.
+    manager = FakeManager(originate={"Response": "Failure", "Reason": "3"}, originate_delay=0.6)
+    try:
+        with AmiLink(AmiSettings("127.0.0.1", manager.port, "ivr", "s3cret")) as link:
+            response = link.expect("OriginateResponse", "ring-1")
+            link.action("Originate", Channel="Local/059412366@ivr-outbound", ActionID="ring-1")
+            assert response(0.1) is None and response(0.1) is None
+            event = None
+            deadline = time.monotonic() + 3
+            while event is None and time.monotonic() < deadline:
+                event = response(0.1)
+            assert event is not None and event.get_header("Reason") == "3"
+            assert response(0.1) is None  # taken once
+    finally:
+        manager.close()
+
+
 def test_an_error_reply_is_an_error() -> None:
     manager = FakeManager(secret="right")
     try:

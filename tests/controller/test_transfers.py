@@ -162,10 +162,28 @@ def test_a_three_party_call_with_110_when_ownership_is_unclear(rig: Rig) -> None
     assert commands[0].startswith("GET DATA ivr/survey_question")
 
 
-# The target's leg never comes up (Originate fails with reason 3: no answer).
+# The target's leg never comes up (Originate fails with reason 3: no answer), after
+# ringing for longer than the ring thread's polls, as a real target does.
 TARGET_SILENT = pytest.mark.parametrize(
-    "rig", [{"originate": {"Response": "Failure", "Reason": "3"}}], indirect=True
+    "rig",
+    [{"originate": {"Response": "Failure", "Reason": "3"}, "originate_delay": 0.6}],
+    indirect=True,
 )
+
+
+@pytest.mark.parametrize("rig", [{"originate_delay": 0.6}], indirect=True)
+def test_a_target_answering_after_some_rings_is_reported_when_it_answers(rig: Rig) -> None:
+    # Reported by the ring thread while caller, seat and target talk, not only once
+    # the room closes (which would make it a no-answer).
+    peer = rig.queued_call()
+    rig.transfers.transfer(UNIQUEID, "sub_centre:12366")
+    rig.pulled_out_of_the_queue(peer)
+    transferred = rig.wait_for("transferred")
+    assert (transferred["target"], transferred["method"]) == ("fuzhou-12366", "three_way")
+    assert "transfer_failed" not in [e["type"] for e in rig.events()]
+    commands = rig.back_from_transfer("three_way", keys={"ivr/survey_question": "5"})
+    assert commands[0].startswith("GET DATA ivr/survey_question")
+    assert "transfer_failed" not in [e["type"] for e in rig.events()]
 
 
 def unanswered_three_way(rig: Rig) -> dict[str, Any]:

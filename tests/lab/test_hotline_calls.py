@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -432,6 +433,14 @@ def test_three_way_transfer_unanswered_leaves_the_caller_with_the_seat(
     assert len(failed) == 1 and failed[0]["target"] == "putian-12366"
     assert failed[0]["outcome"] == "noanswer" and failed[0]["work_order"] is True
     assert "transferred" not in [e["type"] for e in events]
+    # Reported when the sub-centre's ring time ran out, while caller and seat still
+    # talked: not only once the room closed (the survey comes after that).
+    types = [e["type"] for e in events]
+    at = [datetime.fromisoformat(str(e["ts_local"])) for e in events]
+    failed = types.index("transfer_failed")
+    rang = (at[failed] - at[types.index("answered")]).total_seconds()
+    assert plan["ring_timeout"] - 1 <= rang < plan["ring_timeout"] + 5  # type: ignore[operator]
+    assert at[failed] < at[types.index("prompt_played", failed)]  # the survey's question
 
 
 def test_one_key_transfer_puts_the_caller_through_and_frees_the_seat(
