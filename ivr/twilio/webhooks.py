@@ -325,6 +325,12 @@ class TwilioWebhooks:
             turn = self._turn(sid, record)
             state = turn.session.state
             if "transfer" in record.extra and state.waiting == "connect":
+                if not waited_for_action:
+                    # The transfer's own report (a one-key Dial's action, the room's
+                    # end) says how it went, and may come after this callback.
+                    waited_for_action = True
+                    if self._moved_meanwhile(sid, record.step):
+                        continue
                 # the caller left during a seat's transfer: they had a person
                 if self.transfers is not None:
                     self.transfers.caller_left(turn)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from typing import Any
@@ -171,6 +173,35 @@ def test_one_key_moves_the_caller_alone_and_unanswered_goes_back_to_the_seats(ri
     assert failed["method"] == "one_key" and failed["work_order"] is False
     (ended,) = rig.events.of_type("call_ended")
     assert ended["target_kind"] == "seats"
+
+
+def test_one_key_answered_counts_when_the_status_callback_comes_before_the_dial_report(
+    hotline: Hotline,
+) -> None:
+    # Twilio sends the caller's status callback and the Dial's action in no set order:
+    # a caller who talked to 110 and hung up is transferred, whichever comes first.
+    rig = Rig(hotline, TwilioApi(), action_wait_s=5.0)
+    rig.queued()
+    assert rig.seat_transfers("emergency:110", seat_call="").status_code == 202
+    (caller,) = rig.api.updates_of(rig.peer.sid)
+    action = caller.find("Dial").get("action", "")
+    rig.peer.status = "completed"
+    statuses: list[int] = []
+
+    def status_callback() -> None:
+        answer = rig.peer.post("/twilio/status", CallStatus="completed", CallDuration="400")
+        statuses.append(answer.status_code)
+
+    first = threading.Thread(target=status_callback)
+    first.start()
+    time.sleep(0.3)  # the status callback is in, waiting for the Dial's report
+    report = rig.peer.post(action, DialCallStatus="completed", DialCallDuration="300")
+    assert report.status_code == 200
+    first.join(10)
+    assert statuses == [204]
+    types = rig.types()
+    assert "transferred" in types and "transfer_failed" not in types
+    assert types[-1] == "call_ended" and types.count("call_ended") == 1
 
 
 def test_caller_leaving_mid_transfer_is_answered_not_abandoned(rig: Rig) -> None:
