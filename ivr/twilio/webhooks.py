@@ -144,15 +144,24 @@ class TwilioWebhooks:
         bp.add_url_rule("/voice", "voice", self._guard(self.voice), methods=methods)
         bp.add_url_rule("/continue", "continue", self._guard(self.resume), methods=methods)
         bp.add_url_rule(
-            "/wait", "wait", self._guard(self.wait, self._keep_waiting), methods=methods
-        )
-        bp.add_url_rule("/status", "status", self._guard(self.status), methods=methods)
+            "/wait", "wait",
+            self._guard(self.wait, self._keep_waiting, "the caller keeps waiting"),
+            methods=methods,
+        )  # fmt: skip
+        # Twilio acts on nothing a status callback answers: a failure there has no
+        # caller to send to the seats, and must not make up a call to send.
+        bp.add_url_rule(
+            "/status", "status",
+            self._guard(self.status, _not_recorded, "status not recorded (503)"),
+            methods=methods,
+        )  # fmt: skip
         bp.add_url_rule("/fallback", "fallback", self.fallback, methods=methods)
         bp.add_url_rule(
             "/transfer-ended", "transfer_ended", self._guard(self._transfer_ended), methods=methods
         )
         bp.add_url_rule(
-            "/transfer-status", "transfer_status", self._guard(self._transfer_status),
+            "/transfer-status", "transfer_status",
+            self._guard(self._transfer_status, _not_recorded, "status not recorded (503)"),
             methods=methods,
         )  # fmt: skip
         if self.settings.prompts_dir is not None:
@@ -181,8 +190,10 @@ class TwilioWebhooks:
         self,
         handler: Callable[[], Response],
         on_error: Callable[[Request], Response] | None = None,
+        after_error: str = "to the 12345 seats",
     ) -> Callable[[], Response]:
-        """400 for a webhook missing a field; the 12345 seats for any failure of ours."""
+        """400 for a webhook missing a field; for any failure of ours the 12345 seats,
+        or `on_error`'s answer (`after_error` says what that does, for the log)."""
 
         def guarded() -> Response:
             try:
@@ -192,7 +203,7 @@ class TwilioWebhooks:
                 return Response(f"missing field: {exc.name}\n", status=400, mimetype="text/plain")
             except Exception:
                 sid = webhook_fields(request).get("CallSid", "?")
-                log.exception("twilio %s: call %s failed; to the 12345 seats", request.path, sid)
+                log.exception("twilio %s: call %s failed; %s", request.path, sid, after_error)
                 if on_error is not None:
                     return on_error(request)
                 return self._to_seats(request, "controller_error")
@@ -656,6 +667,10 @@ def _seconds(text: str | None, default: float) -> float:
         return max(0.0, float(text)) if text not in (None, "") else default
     except ValueError:
         return default
+
+
+def _not_recorded(req: Request) -> Response:
+    return Response("status not recorded\n", status=503, mimetype="text/plain")
 
 
 def _twiml(response: VoiceResponse | Twiml) -> Response:

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import redis
 import requests
 from twilio.http import HttpClient
 from twilio.http.response import Response as TwilioResponse
@@ -202,6 +203,50 @@ def test_one_key_answered_counts_when_the_status_callback_comes_before_the_dial_
     types = rig.types()
     assert "transferred" in types and "transfer_failed" not in types
     assert types[-1] == "call_ended" and types.count("call_ended") == 1
+
+
+class OneTimeout:
+    """The rig's state store, with one Redis timeout on the next read."""
+
+    def __init__(self, inner: MemoryStateStore) -> None:
+        self.inner, self.fail_next = inner, False
+
+    def get(self, sid: str) -> Any:
+        if self.fail_next:
+            self.fail_next = False
+            raise redis.TimeoutError("Timeout reading from socket")
+        return self.inner.get(sid)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_failed_target_status_callback_makes_up_no_call(rig: Rig) -> None:
+    # The target leg's CallSid is not a caller's: a failure while reading its status
+    # must not start a made-up call at the 12345 seats.
+    store = OneTimeout(rig.store)
+    rig.hooks.store = store  # type: ignore[assignment]
+    rig.queued()
+    assert rig.seat_transfers("sub_centre:12366").status_code == 202
+    leg = rig.participant()
+    store.fail_next = True
+    answer = rig.peer.post(leg["StatusCallback"], CallSid=TARGET_LEG, CallStatus="in-progress",
+                           To=leg["To"], From=leg["From"], Direction="outbound-api")  # fmt: skip
+    assert answer.status_code == 503
+    assert rig.events.types(TARGET_LEG) == [] and rig.store.get(TARGET_LEG) is None
+
+
+def test_a_failed_status_callback_does_not_hand_the_call_to_the_seats(hotline: Hotline) -> None:
+    rig = Rig(hotline, TwilioApi(), action_wait_s=0.0)
+    store = OneTimeout(rig.store)
+    rig.hooks.store = store  # type: ignore[assignment]
+    rig.queued()
+    store.fail_next = True
+    assert rig.peer.hang_up() == 503
+    record = rig.store.get(rig.peer.sid)
+    assert record is not None and record.state.get("end") != "controller_error"
+    # Nothing made up either: the failure is logged and Twilio's debugger shows the 503.
+    assert "call_ended" not in rig.types()
 
 
 def test_caller_leaving_mid_transfer_is_answered_not_abandoned(rig: Rig) -> None:
