@@ -117,11 +117,16 @@ class TwilioTransfers:
                 f"seat_call {seat_call!r} is not the seat's Twilio call (CA and 32 hex digits)"
             )
         target_to = self._dialable(plan.target)
-        if pending and pending.get("caller_stayed"):
-            wait = float(pending.get("wait_s", 0.0))  # an attempt before this one recorded it
+        if pending:
+            # An attempt before this one reported the answer and recorded the wait.
+            wait = float(pending.get("wait_s", 0.0))
         else:
             wait = max(0.0, turn.now - (record.connect_at or turn.now))
             self._answered_now(turn, ConnectResult("answered", wait, seat_call or None))
+        # The queue's or dial's own report carries the step the caller was connected
+        # at: where no attempt moved the caller, that is still the first attempt's.
+        stayed = pending and pending.get("caller_stayed")
+        connect_step = int(pending["connect_step"]) if pending and stayed else record.step
         room = f"ivr-{call_id}"
         turn.record.extra["transfer"] = {
             "method": plan.method,
@@ -131,7 +136,7 @@ class TwilioTransfers:
             "seat_call": seat_call,
             "room": room,
             "step": turn.record.step,
-            "connect_step": record.step,  # the queue's or dial's own report carries it
+            "connect_step": connect_step,
             "wait_s": wait,
             "concluded": False,
         }

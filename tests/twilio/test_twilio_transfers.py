@@ -249,6 +249,30 @@ def test_a_failed_status_callback_does_not_hand_the_call_to_the_seats(hotline: H
     assert "call_ended" not in rig.types()
 
 
+def test_two_transfers_that_could_not_start_still_lead_to_the_survey(hotline: Hotline) -> None:
+    # Twilio's REST API is down for both attempts: the caller stays with the seat, and
+    # when the seat hangs up, the queue's own report must still bring the survey.
+    rig = Rig(hotline, TwilioApi(fail=True))
+    enqueue = rig.queued()
+    for _ in range(2):
+        assert rig.seat_transfers("emergency:110", seat_call="").status_code == 503
+    after = parse(rig.peer.post(enqueue.get("action", ""), QueueResult="bridged",
+                                QueueTime="9").data)  # fmt: skip
+    assert after.find("Gather") is not None  # the survey's question
+    assert rig.types().count("answered") == 1
+
+
+def test_a_second_transfer_after_no_answer_reports_no_second_answer(rig: Rig) -> None:
+    rig.queued()
+    assert rig.seat_transfers("sub_centre:12366").status_code == 202
+    status_url = rig.participant()["StatusCallback"]
+    assert rig.peer.post(status_url, CallSid=TARGET_LEG, CallStatus="no-answer").status_code == 204
+    assert rig.types().count("transfer_failed") == 1
+    # the seat, still in the room with the caller, tries another target
+    assert rig.seat_transfers("emergency:110", method="three_way").status_code == 202
+    assert rig.types().count("answered") == 1
+
+
 def test_caller_leaving_mid_transfer_is_answered_not_abandoned(rig: Rig) -> None:
     rig.queued()
     assert rig.seat_transfers("sub_centre:12366").status_code == 202
