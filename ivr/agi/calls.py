@@ -152,10 +152,12 @@ class CallController:
             except CallerHungUp:
                 if channel.agi.cut:  # our side closed: the caller's handler records it
                     raise
-                if live is not None and isinstance(instruction, Connect) and live.may_park():
-                    self._park(channel, live, instruction)
-                    return
                 answered, wait_s = channel.after_hangup(instruction)
+                # Moved out of Queue()/Dial() by a seat's transfer, or gone? The switch's
+                # own facts say whether a person had answered; only then is it a move.
+                if live is not None and answered and live.may_park():
+                    self._park(live, wait_s)
+                    return
                 session.caller_hung_up(answered=answered, wait_s=wait_s)
                 self._publish(info, session)
                 raise
@@ -177,11 +179,10 @@ class CallController:
 
     # -- a seat's transfer -----------------------------------------------------------
 
-    def _park(self, channel: _Channel, live: LiveCall, connect: Connect) -> None:
+    def _park(self, live: LiveCall, wait_s: float) -> None:
         """A seat's transfer moved the caller out of Queue()/Dial(): the person had
         answered. Record that, keep where the flow goes on after the transfer, and let
         this session end; transfer_ended takes the call up again."""
-        _, wait_s = channel.after_hangup(connect)
         session = live.session
         live.next_instruction = session.resume(
             ConnectResult("answered", wait_s, live.talking_to or None)

@@ -23,12 +23,14 @@ class FakeManager:
         originate: Action | None = None,
         originate_delay: float = 0.05,
         silent_on: str = "",
+        getvar_delay: float = 0.0,
     ) -> None:
         self.secret = secret
         self.bridgepeer = bridgepeer
         self.originate = originate if originate is not None else {"Response": "Success"}
         self.originate_delay = originate_delay
         self.silent_on = silent_on
+        self.getvar_delay = getvar_delay  # a loaded switch, slow to answer
         self.actions: list[Action] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -95,6 +97,7 @@ class FakeManager:
                 return {"Response": "Success", "Message": "Authentication accepted"}
             return {"Response": "Error", "Message": "Authentication failed"}
         if name == "Getvar":
+            time.sleep(self.getvar_delay)
             value = self.bridgepeer if action.get("Variable") == "BRIDGEPEER" else ""
             return {"Response": "Success", "Variable": action.get("Variable", ""), "Value": value}
         if name == "Originate":

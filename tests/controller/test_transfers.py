@@ -162,6 +162,33 @@ def test_a_three_party_call_with_110_when_ownership_is_unclear(rig: Rig) -> None
     assert commands[0].startswith("GET DATA ivr/survey_question")
 
 
+@pytest.mark.parametrize("rig", [{"bridgepeer": "", "getvar_delay": 0.5}], indirect=True)
+def test_a_caller_who_gives_up_while_a_transfer_is_asked_for_is_abandoned(rig: Rig) -> None:
+    # A seat asks to transfer a call still waiting in the queue (nobody answered it),
+    # and the caller hangs up while the switch is slow to say so: an abandoned call.
+    peer = rig.queued_call()
+    refused: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            rig.transfers.transfer(UNIQUEID, "emergency:110")
+        except TransferRefused as exc:
+            refused.append(exc)
+
+    request = threading.Thread(target=ask)
+    request.start()
+    time.sleep(0.15)  # the request waits on the manager's Getvar
+    peer.reply("HANGUP", "200 result=-1")
+    while peer.read_command() is not None:  # the dead-channel read: abandoned, no hold
+        peer.reply("200 result=1 (|TRUE||)")
+    request.join(10)
+    assert len(refused) == 1 and "not talking to a seat" in str(refused[0])
+    ended = rig.wait_for("call_ended")
+    types = [e["type"] for e in rig.events()]
+    assert "abandoned" in types and "answered" not in types
+    assert ended["answered"] is False
+
+
 # The target's leg never comes up (Originate fails with reason 3: no answer), after
 # ringing for longer than the ring thread's polls, as a real target does.
 TARGET_SILENT = pytest.mark.parametrize(
