@@ -209,12 +209,15 @@ class CallController:
         log.info("call %s: caller left as a transfer was starting", live.info.call_id)
 
     def conclude_transfer(self, live: LiveCall, outcome: str) -> TransferOutcome | None:
-        """Report a transfer's end once (the AMI watcher and transfer_ended may both try)."""
-        plan = live.conclude_transfer()
-        if plan is None:
-            return None
-        verdict = transfer_outcome(plan, outcome)
+        """Report a transfer's end once (the AMI watcher and transfer_ended may both try).
+
+        Claimed and sent under the call's events lock: whoever comes second waits for
+        the report to be out, so a call's end is never published before its transfer's."""
         with live.events_lock:
+            plan = live.conclude_transfer()
+            if plan is None:
+                return None
+            verdict = transfer_outcome(plan, outcome)
             self._send(live.info, list(verdict.events))
         log.info("call %s: %s transfer to %s: %s", live.info.call_id, plan.method,
                  plan.target.id, outcome)  # fmt: skip

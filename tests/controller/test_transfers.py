@@ -16,6 +16,7 @@ import pytest
 from controller.test_calls import Recorder, asterisk
 from ivr.agi.calls import CallController
 from ivr.agi.glue import extensions_conf
+from ivr.agi.live import LiveCall
 from ivr.agi.manager import AmiLink, AmiSettings, AmiUnavailable
 from ivr.agi.server import AgiServer
 from ivr.agi.transfers import AsteriskTransfers
@@ -187,6 +188,34 @@ def test_a_caller_who_gives_up_while_a_transfer_is_asked_for_is_abandoned(rig: R
     types = [e["type"] for e in rig.events()]
     assert "abandoned" in types and "answered" not in types
     assert ended["answered"] is False
+
+
+@pytest.mark.parametrize("rig", [{"originate_delay": 0.3}], indirect=True)
+def test_a_transfer_reported_as_the_caller_leaves_comes_before_the_call_end(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The ring thread claims the outcome (the target answered) and loses the processor
+    # right then, as the caller hangs up: the call's end must still come last.
+    claimed = threading.Event()
+    claim = LiveCall.conclude_transfer
+
+    def slow_claim(live: LiveCall) -> Any:
+        plan = claim(live)
+        if plan is not None and threading.current_thread().name.startswith("transfer-"):
+            claimed.set()
+            time.sleep(0.5)
+        return plan
+
+    monkeypatch.setattr(LiveCall, "conclude_transfer", slow_claim)
+    peer = rig.queued_call()
+    rig.transfers.transfer(UNIQUEID, "sub_centre:12366")
+    rig.pulled_out_of_the_queue(peer)
+    assert claimed.wait(3)
+    rig.back_from_transfer("hangup", "")
+    rig.wait_for("call_ended")
+    time.sleep(0.8)  # the ring thread's report, had it been held back
+    types = [e["type"] for e in rig.events()]
+    assert "transferred" in types and types[-1] == "call_ended"
 
 
 # The target's leg never comes up (Originate fails with reason 3: no answer), after
