@@ -159,7 +159,7 @@ class AmiLink(Manager):  # type: ignore[misc]
         text = "".join(f"{k}: {v}\r\n" for k, v in fields.items()) + "\r\n"
         try:
             self._sock.write(text.encode("utf-8"))
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: pyst2's reader closed the file
             raise AmiUnavailable(f"manager link broke: {exc}") from exc
 
     def _response(self, what: str) -> ManagerMsg:

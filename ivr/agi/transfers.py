@@ -9,6 +9,7 @@ caller alone goes to [ivr-one-key], which rings the target; the seat is free at 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -194,23 +195,32 @@ class AsteriskTransfers:
             if not live.parked.wait(PARK_WAIT_S):
                 log.warning("call %s: the caller did not leave the queue for the room",
                             live.info.call_id)  # fmt: skip
+            if live.transfer_concluded:
+                return  # the caller left meanwhile, and that was reported: ring nobody
             action_id = f"transfer-{live.info.call_id}"
             # The target's channel gets an id of ours, to hang it up if need be.
             ringing = f"ivr-ring-{live.info.call_id}-{time.time_ns()}"
             response = link.expect("OriginateResponse", action_id)
-            link.action(
-                "Originate",
-                Channel=self._dial(plan.target),
-                ChannelId=ringing,
-                Context="ivr-three-way",
-                Exten="member",
-                Priority="1",
-                Timeout=str(plan.ring_timeout * 1000),
-                CallerID=live.info.route.line,
-                Variable=f"{var.TRANSFER_ROOM}={self._room(live)}",
-                Async="true",
-                ActionID=action_id,
-            )
+            try:
+                link.action(
+                    "Originate",
+                    Channel=self._dial(plan.target),
+                    ChannelId=ringing,
+                    Context="ivr-three-way",
+                    Exten="member",
+                    Priority="1",
+                    Timeout=str(plan.ring_timeout * 1000),
+                    CallerID=live.info.route.line,
+                    Variable=f"{var.TRANSFER_ROOM}={self._room(live)}",
+                    Async="true",
+                    ActionID=action_id,
+                )
+            except AmiUnavailable:
+                # No answer to the Originate in time: the switch may ring the target
+                # still, who would then answer into a transfer recorded as failed.
+                with contextlib.suppress(AmiUnavailable):
+                    link.action("Hangup", Channel=ringing)
+                raise
             event = self._await_answer(link, live, response, ringing, plan.ring_timeout + 10.0)
             if live.transfer_concluded:
                 pass  # the call's own session reported the outcome first

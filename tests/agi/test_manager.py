@@ -110,6 +110,21 @@ def test_an_event_that_comes_between_two_polls_is_kept() -> None:
         manager.close()
 
 
+def test_a_link_whose_file_the_reader_closed_fails_as_unavailable() -> None:
+    # pyst2's reader closes the socket's file when the manager leaves, and only then
+    # marks the link down: a write in between must fail as AmiUnavailable, and closing
+    # the link then must not raise at all.
+    manager = FakeManager()
+    try:
+        link = AmiLink(AmiSettings("127.0.0.1", manager.port, "ivr", "s3cret")).open()
+        link._sock.close()  # the reader's half of its own shutdown
+        with pytest.raises(AmiUnavailable, match="manager link broke"):
+            link.action("Setvar", Channel="PJSIP/x", Variable="A", Value="1")
+        link.close()
+    finally:
+        manager.close()
+
+
 def test_an_error_reply_is_an_error() -> None:
     manager = FakeManager(secret="right")
     try:

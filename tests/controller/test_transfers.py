@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from controller.test_calls import Recorder, asterisk
+from ivr.agi import transfers as transfers_module
 from ivr.agi.calls import CallController
 from ivr.agi.glue import extensions_conf
 from ivr.agi.live import LiveCall
@@ -216,6 +217,35 @@ def test_a_transfer_reported_as_the_caller_leaves_comes_before_the_call_end(
     time.sleep(0.8)  # the ring thread's report, had it been held back
     types = [e["type"] for e in rig.events()]
     assert "transferred" in types and types[-1] == "call_ended"
+
+
+def test_no_target_is_rung_once_the_transfer_has_ended(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The caller's end was reported while the ring thread still waited for them to
+    # reach the room: ringing the target now would bring them into an empty room.
+    monkeypatch.setattr(transfers_module, "PARK_WAIT_S", 0.2)
+    peer = rig.queued_call()
+    rig.transfers.transfer(UNIQUEID, "sub_centre:12366")
+    live = rig.calls.live.get(UNIQUEID)
+    assert live is not None
+    rig.calls.conclude_transfer(live, "caller_left")
+    rig.pulled_out_of_the_queue(peer)
+    time.sleep(0.6)  # past the ring thread's wait for the caller to reach the room
+    assert "Originate" not in rig.manager.names()
+
+
+@pytest.mark.parametrize("rig", [{"silent_on": "Originate"}], indirect=True)
+def test_an_originate_the_manager_never_answers_is_hung_up(rig: Rig) -> None:
+    # The switch may still ring the target; it must not answer into a failed transfer.
+    peer = rig.queued_call()
+    rig.transfers.transfer(UNIQUEID, "sub_centre:12366")
+    rig.pulled_out_of_the_queue(peer)
+    failed = rig.wait_for("transfer_failed")
+    assert failed["outcome"] == "failed"
+    originate = next(a for a in rig.manager.actions if a.get("Action") == "Originate")
+    hangups = [a for a in rig.manager.actions if a.get("Action") == "Hangup"]
+    assert [h["Channel"] for h in hangups] == [originate["ChannelId"]]
 
 
 # The target's leg never comes up (Originate fails with reason 3: no answer), after
