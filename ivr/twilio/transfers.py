@@ -161,6 +161,11 @@ class TwilioTransfers:
                     ),
                 )  # fmt: skip
                 self._remember(call_id, conference=conference)
+                # The target's no-answer may have come before the room's id was known.
+                record = hooks.store.get(call_id)
+                late = (record.extra.get("transfer") if record else None) or {}
+                if late.get("step") == step and late.get("outcome") not in (None, "answered"):
+                    self._after_no_answer(call_id, late)
         except TwilioUnavailable:
             # Not moved, the caller is still talking to the seat: when the seat hangs
             # up, the queue's or dial's own report must still lead to the survey.
@@ -240,15 +245,35 @@ class TwilioTransfers:
         else:
             return Response(status=204)  # initiated, ringing: nothing decided yet
         verdict = self._conclude_now(sid, outcome, step=step)
-        if verdict is not None and not verdict.answered and self.rest is not None:
+        if verdict is not None and not verdict.answered:
             record = hooks.store.get(sid)
             transfer = (record.extra.get("transfer") if record else None) or {}
-            if transfer.get("conference") and transfer.get("seat_call"):
-                try:
-                    self.rest.end_room_when_leaving(transfer["conference"], transfer["seat_call"])
-                except TwilioUnavailable as exc:
-                    log.error("twilio call %s: %s", sid, exc)
+            if transfer.get("conference"):  # else the transfer's start sees to it
+                self._after_no_answer(sid, transfer)
         return Response(status=204)
+
+    def _after_no_answer(self, sid: str, transfer: dict[str, Any]) -> None:
+        """The target did not answer; caller and seat talk on in the room. The room
+        must end when the seat leaves, or the caller would stay there alone. Where that
+        cannot be set (the seat has left already, the API failed), the caller is taken
+        out of the room, on to where the flow goes after the transfer."""
+        if self.rest is None or not transfer.get("seat_call"):
+            return
+        try:
+            self.rest.end_room_when_leaving(transfer["conference"], transfer["seat_call"])
+            return
+        except TwilioUnavailable as exc:
+            log.error("twilio call %s: %s; taking the caller out of the room", sid, exc)
+        hooks, step = self.hooks, int(transfer["step"])
+        onwards = VoiceResponse()
+        onwards.redirect(
+            hooks._url("transfer-ended", s=step, t=hooks.tokens.make(sid, step, "transfer")),
+            method="POST",
+        )
+        try:
+            self.rest.redirect(sid, str(onwards))
+        except TwilioUnavailable as exc:
+            log.error("twilio call %s: the caller may be left alone in the room: %s", sid, exc)
 
     def caller_left(self, turn: _Turn, outcome: str = "caller_left") -> None:
         """The caller hung up while a transfer had them: they had a person, so the

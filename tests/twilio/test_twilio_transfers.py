@@ -273,6 +273,68 @@ def test_a_second_transfer_after_no_answer_reports_no_second_answer(rig: Rig) ->
     assert rig.types().count("answered") == 1
 
 
+class BusyAtOnce(TwilioApi):
+    """The target is busy: its status callback reaches us before the answer to the
+    request that rang it does."""
+
+    rig: Rig
+
+    def request(self, method: str, uri: str, params: Any = None, data: Any = None,
+                *more: Any, **named: Any) -> TwilioResponse:  # fmt: skip
+        if uri.endswith("Participants.json"):
+            callback = dict(data)["StatusCallback"]
+            answer = self.rig.peer.post(callback, CallSid=TARGET_LEG, CallStatus="busy")
+            assert answer.status_code == 204
+        return super().request(method, uri, params, data, *more, **named)
+
+
+class SeatUpdateFails(TwilioApi):
+    """The seat's participant cannot be updated (it has left, or the API fails)."""
+
+    def request(self, method: str, uri: str, params: Any = None, data: Any = None,
+                *more: Any, **named: Any) -> TwilioResponse:  # fmt: skip
+        if f"/Participants/{SEAT_CALL}.json" in uri:
+            self.requests.append((method, uri, dict(data or {})))
+            return TwilioResponse(404, json.dumps({"code": 20404, "message": "not found"}))
+        return super().request(method, uri, params, data, *more, **named)
+
+
+def seat_updates(api: TwilioApi) -> list[dict[str, Any]]:
+    return [d for m, u, d in api.requests if u.endswith(f"/Participants/{SEAT_CALL}.json")]
+
+
+def test_a_no_answer_before_the_room_is_known_still_ends_the_room_with_the_seat(
+    hotline: Hotline,
+) -> None:
+    api = BusyAtOnce()
+    rig = Rig(hotline, api)
+    api.rig = rig
+    rig.queued()
+    assert rig.seat_transfers("sub_centre:12366").status_code == 202
+    (failed,) = rig.events.of_type("transfer_failed")
+    assert failed["outcome"] == "busy"
+    assert seat_updates(api) == [{"EndConferenceOnExit": "true"}]
+
+
+def test_a_caller_whose_room_cannot_be_tied_to_the_seat_is_taken_on_to_the_survey(
+    hotline: Hotline,
+) -> None:
+    api = SeatUpdateFails()
+    rig = Rig(hotline, api)
+    rig.queued()
+    assert rig.seat_transfers("sub_centre:12366").status_code == 202
+    callback = rig.participant()["StatusCallback"]
+    assert rig.peer.post(callback, CallSid=TARGET_LEG, CallStatus="no-answer").status_code == 204
+    assert len(seat_updates(api)) == 1
+    # not left alone in the room: moved on, to where the flow goes after the transfer
+    onwards = rig.api.updates_of(rig.peer.sid)[-1]
+    url = onwards.find("Redirect").text or ""
+    assert "/twilio/transfer-ended" in url
+    survey = parse(rig.peer.post(url).data)
+    assert survey.find("Gather") is not None
+    assert rig.types().count("transfer_failed") == 1
+
+
 def test_caller_leaving_mid_transfer_is_answered_not_abandoned(rig: Rig) -> None:
     rig.queued()
     assert rig.seat_transfers("sub_centre:12366").status_code == 202
