@@ -125,8 +125,9 @@ class TwilioTransfers:
             self._answered_now(turn, ConnectResult("answered", wait, seat_call or None))
         # The queue's or dial's own report carries the step the caller was connected
         # at: where no attempt moved the caller, that is still the first attempt's.
-        stayed = pending and pending.get("caller_stayed")
-        connect_step = int(pending["connect_step"]) if pending and stayed else record.step
+        connect_step = record.step
+        if pending and pending.get("caller_stayed"):
+            connect_step = int(pending["connect_step"])
         room = f"ivr-{call_id}"
         turn.record.extra["transfer"] = {
             "method": plan.method,
@@ -161,11 +162,7 @@ class TwilioTransfers:
                     ),
                 )  # fmt: skip
                 self._remember(call_id, conference=conference)
-                # The target's no-answer may have come before the room's id was known.
-                record = hooks.store.get(call_id)
-                late = (record.extra.get("transfer") if record else None) or {}
-                if late.get("step") == step and late.get("outcome") not in (None, "answered"):
-                    self._after_no_answer(call_id, late)
+                self._no_answer_came_first(call_id, step)
         except TwilioUnavailable:
             # Not moved, the caller is still talking to the seat: when the seat hangs
             # up, the queue's or dial's own report must still lead to the survey.
@@ -251,6 +248,17 @@ class TwilioTransfers:
             if transfer.get("conference"):  # else the transfer's start sees to it
                 self._after_no_answer(sid, transfer)
         return Response(status=204)
+
+    def _no_answer_came_first(self, sid: str, step: int) -> None:
+        """The target's no-answer may have come before the room's id was stored, when
+        the status callback could not tie the room to the seat: do it now."""
+        try:
+            record = self.hooks.store.get(sid)
+            transfer = (record.extra.get("transfer") if record else None) or {}
+            if transfer.get("step") == step and transfer.get("outcome") not in (None, "answered"):
+                self._after_no_answer(sid, transfer)
+        except Exception:  # the transfer is under way: the seat's request succeeded
+            log.exception("twilio call %s: could not look at the transfer's outcome", sid)
 
     def _after_no_answer(self, sid: str, transfer: dict[str, Any]) -> None:
         """The target did not answer; caller and seat talk on in the room. The room

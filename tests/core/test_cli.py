@@ -202,18 +202,25 @@ def test_glue_into_a_file_that_is_not_a_folder(
     assert code == 2 and err.startswith("--out: File exists")
 
 
-def test_serve_on_a_port_in_use_says_which_listener(tmp_path: Path) -> None:
+def serve_beside_a_taken_port(taken_by: str) -> tuple[int, subprocess.CompletedProcess[str]]:
+    """`ivr serve` with its `taken_by` listener ("agi" or "http") on a port in use."""
     import socket
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
+        listeners = {"agi": "127.0.0.1:0", "http": "127.0.0.1:0", taken_by: f"127.0.0.1:{port}"}
         done = subprocess.run(
-            [sys.executable, "-m", "ivr.cli", "serve", "--agi", f"127.0.0.1:{port}",
-             "--http", "127.0.0.1:0", "--redis", "redis://127.0.0.1:1/0"],
+            [sys.executable, "-m", "ivr.cli", "serve", "--agi", listeners["agi"],
+             "--http", listeners["http"], "--redis", "redis://127.0.0.1:1/0"],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
+    return port, done
+
+
+def test_serve_on_a_port_in_use_says_which_listener() -> None:
+    port, done = serve_beside_a_taken_port("agi")
     assert done.returncode == 1
     assert f"ivr serve: cannot start: FastAGI on 127.0.0.1:{port}: Address already in use" in (
         done.stderr
@@ -222,17 +229,7 @@ def test_serve_on_a_port_in_use_says_which_listener(tmp_path: Path) -> None:
 
 
 def test_serve_on_an_http_port_in_use_says_so_and_leaves_nothing_running() -> None:
-    import socket
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        port = taken.getsockname()[1]
-        done = subprocess.run(
-            [sys.executable, "-m", "ivr.cli", "serve", "--agi", "127.0.0.1:0",
-             "--http", f"127.0.0.1:{port}", "--redis", "redis://127.0.0.1:1/0"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+    port, done = serve_beside_a_taken_port("http")
     assert done.returncode == 1
     assert f"ivr serve: cannot start: HTTP on 127.0.0.1:{port}: Address already in use" in (
         done.stderr
