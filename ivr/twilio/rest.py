@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import requests
 from twilio.http import HttpClient
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
@@ -53,11 +54,21 @@ class TwilioRest:
         return cls.create(sid, auth_token), ""
 
     def redirect(self, call_sid: str, twiml: str) -> None:
-        """The call leaves whatever it is doing for ``twiml``."""
-        try:
-            self.client.calls(call_sid).update(twiml=twiml)
-        except Exception as exc:  # the API's refusal, a timeout, a dropped link
-            raise TwilioUnavailable(f"moving call {call_sid}: {exc}") from exc
+        """The call leaves whatever it is doing for ``twiml``.
+
+        A request sent but not answered in time may have moved the call all the same;
+        taking it for "not moved" could leave a caller alone in a room. It is sent once
+        more: moving a call to the TwiML it already runs only starts that again. A
+        refusal, or a connection never made, is known not to have moved it."""
+        for attempt in (1, 2):
+            try:
+                self.client.calls(call_sid).update(twiml=twiml)
+                return
+            except requests.exceptions.ReadTimeout as exc:
+                if attempt == 2:
+                    raise TwilioUnavailable(f"moving call {call_sid}: {exc}") from exc
+            except Exception as exc:  # the API's refusal, a dropped link
+                raise TwilioUnavailable(f"moving call {call_sid}: {exc}") from exc
 
     def ring_into(
         self,

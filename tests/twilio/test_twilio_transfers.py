@@ -31,6 +31,7 @@ from ivr.web import create_app
 SEAT_TOKEN = "seat-token-for-tests"
 SEAT_CALL = "CA" + "2" * 32
 TARGET_LEG = "CA" + "3" * 32
+CALLER_CALL = "CA" + "1" * 32  # the TwilioPeer's own
 CONFERENCE = "CF" + "4" * 32
 NOW = datetime(2022, 1, 10, 10, 0, tzinfo=SHANGHAI)
 
@@ -333,6 +334,45 @@ def test_a_caller_whose_room_cannot_be_tied_to_the_seat_is_taken_on_to_the_surve
     survey = parse(rig.peer.post(url).data)
     assert survey.find("Gather") is not None
     assert rig.types().count("transfer_failed") == 1
+
+
+class CallerMoveTimesOut(TwilioApi):
+    """Moving the caller's call goes unanswered in time once (``error``), though the
+    request went out; afterwards Twilio answers."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error: Exception | None = error
+
+    def request(self, method: str, uri: str, params: Any = None, data: Any = None,
+                *more: Any, **named: Any) -> TwilioResponse:  # fmt: skip
+        if self.error is not None and uri.endswith(f"/Calls/{CALLER_CALL}.json"):
+            self.requests.append((method, uri, dict(data or {})))
+            error, self.error = self.error, None
+            raise error
+        return super().request(method, uri, params, data, *more, **named)
+
+
+def test_a_caller_move_that_timed_out_reading_is_sent_again(hotline: Hotline) -> None:
+    # Twilio may have moved the caller though its answer never came: sent again, the
+    # move is sure, and the seat and the target follow.
+    api = CallerMoveTimesOut(requests.exceptions.ReadTimeout("read timed out"))
+    rig = Rig(hotline, api)
+    rig.queued()
+    assert rig.seat_transfers("sub_centre:12366").status_code == 202
+    assert len(rig.api.updates_of(CALLER_CALL)) == 2
+    assert len(rig.api.updates_of(SEAT_CALL)) == 1 and rig.participant()
+    assert "transfer_failed" not in rig.types()
+
+
+def test_a_caller_move_that_never_connected_is_not_sent_again(hotline: Hotline) -> None:
+    api = CallerMoveTimesOut(requests.exceptions.ConnectTimeout("connect timed out"))
+    rig = Rig(hotline, api)
+    rig.queued()
+    assert rig.seat_transfers("sub_centre:12366").status_code == 503
+    assert len(rig.api.updates_of(CALLER_CALL)) == 1 and rig.api.updates_of(SEAT_CALL) == []
+    (failed,) = rig.events.of_type("transfer_failed")
+    assert failed["outcome"] == "failed"
 
 
 def test_caller_leaving_mid_transfer_is_answered_not_abandoned(rig: Rig) -> None:
