@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -31,23 +32,31 @@ from ivr.web import create_app
 SEAT_TOKEN = "seat-token-for-tests"
 SEAT_CALL = "CA" + "2" * 32
 TARGET_LEG = "CA" + "3" * 32
-CALLER_CALL = "CA" + "1" * 32  # the TwilioPeer's own
+CALLER_CALL = TwilioPeer.sid  # the caller's CallSid in every rig
 CONFERENCE = "CF" + "4" * 32
 NOW = datetime(2022, 1, 10, 10, 0, tzinfo=SHANGHAI)
+
+
+# A request's fault: given its URI and form, its own answer, an error raised, or None
+# for Twilio's usual answer.
+Fault = Callable[[str, dict[str, Any]], TwilioResponse | None]
 
 
 class TwilioApi(HttpClient):  # type: ignore[misc]
     """Answers the REST calls a transfer makes, and keeps them."""
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, fault: Fault | None = None) -> None:
         super().__init__(logging.getLogger("twilio-test"), is_async=False)
         self.fail = fail
+        self.fault = fault  # a request's own answer or error, where it returns one
         self.requests: list[tuple[str, str, dict[str, Any]]] = []
 
     def request(self, method: str, uri: str, params: Any = None, data: Any = None,
                 headers: Any = None, auth: Any = None, timeout: Any = None,
                 allow_redirects: bool = False) -> TwilioResponse:  # fmt: skip
         self.requests.append((method, uri, dict(data or {})))
+        if self.fault is not None and (answer := self.fault(uri, dict(data or {}))):
+            return answer
         if self.fail:
             return TwilioResponse(503, json.dumps({"code": 20500, "message": "down"}))
         if "/Participants" in uri:
@@ -274,30 +283,23 @@ def test_a_second_transfer_after_no_answer_reports_no_second_answer(rig: Rig) ->
     assert rig.types().count("answered") == 1
 
 
-class BusyAtOnce(TwilioApi):
+def busy_at_once(rig: list[Rig]) -> Fault:
     """The target is busy: its status callback reaches us before the answer to the
     request that rang it does."""
 
-    rig: Rig
-
-    def request(self, method: str, uri: str, params: Any = None, data: Any = None,
-                *more: Any, **named: Any) -> TwilioResponse:  # fmt: skip
+    def fault(uri: str, form: dict[str, Any]) -> None:
         if uri.endswith("Participants.json"):
-            callback = dict(data)["StatusCallback"]
-            answer = self.rig.peer.post(callback, CallSid=TARGET_LEG, CallStatus="busy")
+            answer = rig[0].peer.post(form["StatusCallback"], CallSid=TARGET_LEG, CallStatus="busy")
             assert answer.status_code == 204
-        return super().request(method, uri, params, data, *more, **named)
+
+    return fault
 
 
-class SeatUpdateFails(TwilioApi):
+def seat_update_fails(uri: str, form: dict[str, Any]) -> TwilioResponse | None:
     """The seat's participant cannot be updated (it has left, or the API fails)."""
-
-    def request(self, method: str, uri: str, params: Any = None, data: Any = None,
-                *more: Any, **named: Any) -> TwilioResponse:  # fmt: skip
-        if f"/Participants/{SEAT_CALL}.json" in uri:
-            self.requests.append((method, uri, dict(data or {})))
-            return TwilioResponse(404, json.dumps({"code": 20404, "message": "not found"}))
-        return super().request(method, uri, params, data, *more, **named)
+    if uri.endswith(f"/Participants/{SEAT_CALL}.json"):
+        return TwilioResponse(404, json.dumps({"code": 20404, "message": "not found"}))
+    return None
 
 
 def seat_updates(api: TwilioApi) -> list[dict[str, Any]]:
@@ -307,9 +309,10 @@ def seat_updates(api: TwilioApi) -> list[dict[str, Any]]:
 def test_a_no_answer_before_the_room_is_known_still_ends_the_room_with_the_seat(
     hotline: Hotline,
 ) -> None:
-    api = BusyAtOnce()
+    rigs: list[Rig] = []
+    api = TwilioApi(fault=busy_at_once(rigs))
     rig = Rig(hotline, api)
-    api.rig = rig
+    rigs.append(rig)
     rig.queued()
     assert rig.seat_transfers("sub_centre:12366").status_code == 202
     (failed,) = rig.events.of_type("transfer_failed")
@@ -320,7 +323,7 @@ def test_a_no_answer_before_the_room_is_known_still_ends_the_room_with_the_seat(
 def test_a_caller_whose_room_cannot_be_tied_to_the_seat_is_taken_on_to_the_survey(
     hotline: Hotline,
 ) -> None:
-    api = SeatUpdateFails()
+    api = TwilioApi(fault=seat_update_fails)
     rig = Rig(hotline, api)
     rig.queued()
     assert rig.seat_transfers("sub_centre:12366").status_code == 202
@@ -336,27 +339,22 @@ def test_a_caller_whose_room_cannot_be_tied_to_the_seat_is_taken_on_to_the_surve
     assert rig.types().count("transfer_failed") == 1
 
 
-class CallerMoveTimesOut(TwilioApi):
+def caller_move_times_out(error: Exception) -> Fault:
     """Moving the caller's call goes unanswered in time once (``error``), though the
     request went out; afterwards Twilio answers."""
+    errors = [error]
 
-    def __init__(self, error: Exception) -> None:
-        super().__init__()
-        self.error: Exception | None = error
+    def fault(uri: str, form: dict[str, Any]) -> None:
+        if errors and uri.endswith(f"/Calls/{CALLER_CALL}.json"):
+            raise errors.pop()
 
-    def request(self, method: str, uri: str, params: Any = None, data: Any = None,
-                *more: Any, **named: Any) -> TwilioResponse:  # fmt: skip
-        if self.error is not None and uri.endswith(f"/Calls/{CALLER_CALL}.json"):
-            self.requests.append((method, uri, dict(data or {})))
-            error, self.error = self.error, None
-            raise error
-        return super().request(method, uri, params, data, *more, **named)
+    return fault
 
 
 def test_a_caller_move_that_timed_out_reading_is_sent_again(hotline: Hotline) -> None:
     # Twilio may have moved the caller though its answer never came: sent again, the
     # move is sure, and the seat and the target follow.
-    api = CallerMoveTimesOut(requests.exceptions.ReadTimeout("read timed out"))
+    api = TwilioApi(fault=caller_move_times_out(requests.exceptions.ReadTimeout("read timed out")))
     rig = Rig(hotline, api)
     rig.queued()
     assert rig.seat_transfers("sub_centre:12366").status_code == 202
@@ -366,7 +364,9 @@ def test_a_caller_move_that_timed_out_reading_is_sent_again(hotline: Hotline) ->
 
 
 def test_a_caller_move_that_never_connected_is_not_sent_again(hotline: Hotline) -> None:
-    api = CallerMoveTimesOut(requests.exceptions.ConnectTimeout("connect timed out"))
+    api = TwilioApi(
+        fault=caller_move_times_out(requests.exceptions.ConnectTimeout("connect timed out"))
+    )
     rig = Rig(hotline, api)
     rig.queued()
     assert rig.seat_transfers("sub_centre:12366").status_code == 503
