@@ -57,6 +57,11 @@ class CallRecord:
 _RECORD_FIELDS = fields(CallRecord)
 
 
+class StateUnavailable(RuntimeError):
+    """The store could not be reached, or did not answer in time: Redis is down or
+    stalled. Not "no such call": the call's state is unknown either way."""
+
+
 class StateStore(Protocol):
     def get(self, call_sid: str) -> CallRecord | None: ...
 
@@ -154,6 +159,7 @@ class RedisStateStore:
     pool and retry layers around every command: those cost a webhook more than the
     round trip. A connection Redis has closed (a restart) is opened again and the
     command sent once more; a timeout is not retried, since the command may have run.
+    Any failure to reach Redis raises `StateUnavailable`.
     """
 
     def __init__(self, client: redis.Redis, ttl_s: int = 4 * 3600, prefix: str = KEY_PREFIX):
@@ -200,6 +206,14 @@ class RedisStateStore:
             return self._command("EVAL", source, 1, key, *args)
 
     def _command(self, *args: Any) -> Any:
+        try:
+            return self._send(*args)
+        except NoScriptError:
+            raise
+        except redis.RedisError as exc:
+            raise StateUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+
+    def _send(self, *args: Any) -> Any:
         if self._pid != os.getpid():  # a forked worker: its parent's sockets are not its own
             self._idle, self._pid = [], os.getpid()
         idle = self._idle

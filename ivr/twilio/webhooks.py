@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Request, Response, abort, request, send_from_directory
 from twilio.twiml.voice_response import VoiceResponse
@@ -53,7 +54,13 @@ from ivr.twilio.fields import query_fields, webhook_fields
 from ivr.twilio.render import Renderer, Twiml, seats_twiml, wait_twiml
 from ivr.twilio.settings import TwilioSettings, number_key
 from ivr.twilio.signature import SignatureChecker
-from ivr.twilio.state import CallRecord, MemoryStateStore, StateStore, Tokens
+from ivr.twilio.state import (
+    CallRecord,
+    MemoryStateStore,
+    StateStore,
+    StateUnavailable,
+    Tokens,
+)
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +208,13 @@ class TwilioWebhooks:
             except MissingField as exc:
                 log.warning("twilio %s: 400, missing field %s", request.path, exc.name)
                 return Response(f"missing field: {exc.name}\n", status=400, mimetype="text/plain")
+            except StateUnavailable as exc:  # an outage, not a bug: no trace per webhook
+                sid = webhook_fields(request).get("CallSid", "?")
+                log.warning("twilio %s: call %s: call state unavailable (%s); %s",
+                            request.path, sid, exc, after_error)  # fmt: skip
+                if on_error is not None:
+                    return on_error(request)
+                return self._to_seats(request, "state_unavailable")
             except Exception:
                 sid = webhook_fields(request).get("CallSid", "?")
                 log.exception("twilio %s: call %s failed; %s", request.path, sid, after_error)
@@ -519,8 +533,11 @@ class TwilioWebhooks:
         try:
             hotline = self.hotline_source()
             queue = hotline.directory.regions[self._region_guess(hotline, to)].seats
-            route = self._end_at_seats(hotline, sid, to, form.get("From") or None, reason)
+            caller, first = form.get("From") or None, _first_webhook(req, form)
+            route = self._end_at_seats(hotline, sid, to, caller, reason, first=first)
             queue = hotline.directory.regions[route.region].seats
+        except StateUnavailable as exc:
+            log.warning("call %s: hand-over to the seats not recorded: %s", sid or "?", exc)
         except Exception:
             log.exception("call %s: could not record the hand-over to the seats", sid or "?")
         return _twiml(seats_twiml(self.settings, queue))
@@ -536,10 +553,29 @@ class TwilioWebhooks:
         return directory.defaults.default_region
 
     def _end_at_seats(
-        self, hotline: Hotline, sid: str | None, to: str, caller: str | None, reason: str
+        self,
+        hotline: Hotline,
+        sid: str | None,
+        to: str,
+        caller: str | None,
+        reason: str,
+        *,
+        first: bool = False,
     ) -> Route:
-        """Record the hand-over so the call counts; return the route whose seats take it."""
-        record = self.store.get(sid) if sid else None
+        """Record the hand-over so the call counts; return the route whose seats take it.
+
+        ``first``: nothing of this call can have been published before (its incoming
+        webhook, or the fallback for it). Then a store that cannot be reached does not
+        stop the record: the call's offer and hand-over go to the publisher, which
+        keeps them through a Redis outage. Later in a call, its events so far are
+        numbered in the state that cannot be read, and `StateUnavailable` is raised."""
+        try:
+            record = self.store.get(sid) if sid else None
+            store_up = True
+        except StateUnavailable:
+            if not first:
+                raise
+            record, store_up = None, False
         if sid and record is not None:
             turn = self._turn(sid, record)
             if not turn.session.state.done:
@@ -561,7 +597,8 @@ class TwilioWebhooks:
                 started=now.timestamp(),
                 published=len(events),
             )
-            if self.store.create(sid, record):
+            # (no state kept while the store is away: nothing follows a hand-over)
+            if not store_up or self.store.create(sid, record):
                 self._publish(sid, record, route, events, seq_base=0)
         return route
 
@@ -639,6 +676,16 @@ def _plain_copy(value: Any) -> Any:
     if kind in _IMMUTABLE:
         return value
     return copy.deepcopy(value)
+
+
+def _first_webhook(req: Request, form: Mapping[str, str]) -> bool:
+    """The call's incoming webhook, or Twilio's fallback for it (ErrorUrl names the
+    request that failed)."""
+    endpoint = req.endpoint or ""
+    if endpoint.endswith(".voice"):
+        return True
+    failed = urlsplit(form.get("ErrorUrl", "")).path
+    return endpoint.endswith(".fallback") and failed.endswith("/twilio/voice")
 
 
 def _current_request() -> Request:

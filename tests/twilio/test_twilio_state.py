@@ -26,7 +26,13 @@ from ivr.core.clock import SHANGHAI
 from ivr.core.routing import Hotline
 from ivr.events import CallEvent
 from ivr.twilio import SequencedSink
-from ivr.twilio.state import CallRecord, MemoryStateStore, RedisStateStore, Tokens
+from ivr.twilio.state import (
+    CallRecord,
+    MemoryStateStore,
+    RedisStateStore,
+    StateUnavailable,
+    Tokens,
+)
 from ivr.web.metrics import LiveIndicators
 
 NOW = datetime(2024, 6, 1, 10, 0, tzinfo=SHANGHAI)
@@ -225,11 +231,25 @@ def test_a_command_that_timed_out_is_not_sent_again() -> None:
     threading.Thread(target=serve, daemon=True).start()
     store = RedisStateStore.from_url(f"redis://127.0.0.1:{port}/0")
     try:
-        with pytest.raises(redis.TimeoutError):
+        with pytest.raises(StateUnavailable) as raised:
             store.replace("CA1", 1, _record(2))
     finally:
         listener.close()
+    assert isinstance(raised.value.__cause__, redis.TimeoutError)
     assert len(commands) == 1 and b"EVALSHA" in commands[0]
+
+
+def test_a_redis_that_cannot_be_reached_is_state_unavailable() -> None:
+    """Not "no such call", which would send a call in progress to the seats as lost,
+    and not redis-py's own errors, which the webhooks would take for a bug of ours."""
+    store = RedisStateStore.from_url("redis://127.0.0.1:1/0")  # nothing listens there
+    for attempt in (
+        lambda: store.get("CA1"),
+        lambda: store.create("CA1", _record(1)),
+        lambda: store.replace("CA1", 1, _record(2)),
+    ):
+        with pytest.raises(StateUnavailable, match="redis: ConnectionError"):
+            attempt()
 
 
 def test_memory_store_keeps_the_newest_calls() -> None:

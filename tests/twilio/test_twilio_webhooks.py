@@ -26,7 +26,12 @@ from twilio_peer import (
 from ivr.core.clock import SHANGHAI
 from ivr.core.engine import CallSession, ConnectResult, SessionState
 from ivr.core.routing import Hotline
-from ivr.twilio.state import CallRecord, MemoryStateStore, RedisStateStore
+from ivr.twilio.state import (
+    CallRecord,
+    MemoryStateStore,
+    RedisStateStore,
+    StateUnavailable,
+)
 from ivr.twilio.webhooks import connect_result
 
 NOW = datetime(2024, 6, 1, 10, 0, tzinfo=SHANGHAI)
@@ -542,10 +547,82 @@ def test_a_failing_wait_url_keeps_the_caller_queued(harness: Harness) -> None:
     assert [c.tag for c in parse(response.data)] == ["Pause", "Redirect"]  # no <Enqueue> here
 
 
-def test_redis_down_still_reaches_the_seats(hotline: Hotline) -> None:
+def test_redis_down_still_reaches_the_seats(
+    hotline: Hotline, caplog: pytest.LogCaptureFixture
+) -> None:
     store = RedisStateStore.from_url("redis://127.0.0.1:1/0")  # nothing listens there
     h = make_harness(hotline, NOW, store=store)
-    response = TwilioPeer(h.client, "+8659312345").post("/twilio/voice")
+    peer = TwilioPeer(h.client, "+8659312345")
+    response = peer.post("/twilio/voice")
     assert response.status_code == 200
     root = parse(response.data)
     assert [c.tag for c in root] == ["Enqueue", "Hangup"] and root[0].text == "ningde-12345"
+    # The call still counts: its offer and its hand-over go to the publisher, which
+    # keeps them through the outage (it used to publish nothing at all).
+    assert h.events.types(peer.sid) == ["call_offered", "call_ended"]
+    ended = h.events.of_type("call_ended")[0]
+    assert (ended["target_kind"], ended["target"], ended["fallbacks"]) == (
+        "seats", "ningde-12345", 1
+    )  # fmt: skip
+    assert h.events.batches[0][0].seq_base == 0  # numbered from the call's first event
+    # An outage is logged as one, not as a failure with a trace per call.
+    warned = [r for r in caplog.records if "call state unavailable" in r.getMessage()]
+    assert warned and all(r.exc_info is None for r in caplog.records)
+
+
+class SwitchedStore(MemoryStateStore):
+    """One process's calls, behind a Redis that can be taken away mid-call."""
+
+    down = False
+
+    def get(self, call_sid: str) -> CallRecord | None:
+        if self.down:
+            raise StateUnavailable("redis: ConnectionError: refused")
+        return super().get(call_sid)
+
+    def create(self, call_sid: str, record: CallRecord) -> bool:
+        if self.down:
+            raise StateUnavailable("redis: ConnectionError: refused")
+        return super().create(call_sid, record)
+
+    def replace(self, call_sid: str, expected_step: int, record: CallRecord) -> bool:
+        if self.down:
+            raise StateUnavailable("redis: ConnectionError: refused")
+        return super().replace(call_sid, expected_step, record)
+
+
+@pytest.mark.parametrize("failed", ["/twilio/voice", "/twilio/continue"])
+def test_fallback_url_in_an_outage_counts_only_a_call_it_knows_is_new(
+    hotline: Hotline, failed: str
+) -> None:
+    store = SwitchedStore()
+    h = make_harness(hotline, NOW, store=store)
+    peer = TwilioPeer(h.client, "+8659212345")
+    if failed != "/twilio/voice":
+        peer.call()  # the call is under way: its events so far are numbered in the store
+    published = h.events.types(peer.sid)
+    store.down = True
+    response = peer.post("/twilio/fallback", ErrorCode="11200", ErrorUrl=PUBLIC + failed)
+    assert parse(response.data)[0].text == "xiamen-12345"  # the seats either way
+    if failed == "/twilio/voice":
+        assert h.events.types(peer.sid) == ["call_offered", "call_ended"]
+    else:
+        # Numbered from 1 again, a second offer would be taken for the first one (the
+        # platform drops a number it has) and the hand-over for a later event.
+        assert h.events.types(peer.sid) == published
+
+
+def test_a_continuation_in_an_outage_reaches_the_seats_and_invents_no_events(
+    hotline: Hotline,
+) -> None:
+    store = SwitchedStore()
+    h = make_harness(hotline, NOW, store=store)
+    peer = TwilioPeer(h.client, "+8659212345")
+    action = only(peer.call(), "Gather").get("action", "")
+    published = h.events.types(peer.sid)
+    store.down = True
+    root = parse(peer.post(action).data)
+    assert [c.tag for c in root] == ["Enqueue", "Hangup"] and root[0].text == "xiamen-12345"
+    assert h.events.types(peer.sid) == published
+    # and the status callback at its end is refused, for Twilio to log, not made up
+    assert peer.post("/twilio/status", CallStatus="completed").status_code == 503
