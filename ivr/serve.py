@@ -169,6 +169,8 @@ class Controller:
         self.agi.stop()
         if self.http:
             self.http.shutdown()
+        if parked := self.calls.end_parked_calls():
+            log.warning("%d calls in seats' transfers recorded as handed to the switch", parked)
         if not self.publisher.close(timeout=5.0):
             log.warning("events not yet in Redis stay in the spool for the next start")
 

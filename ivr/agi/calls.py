@@ -44,8 +44,12 @@ _DIAL_OUTCOME = {"ANSWER": "answered", "NOANSWER": "noanswer", "BUSY": "busy"}
 # How long a connect (ringing and the conversation after it) may block before we
 # stop waiting on it.
 _CONVERSATION_CAP = 4 * 3600.0
-# Why a call was handed to the switch when the controller stopping cut its session.
+# Why a call was handed to the switch when the controller stopping cut its session
+# (or left a seat's transfer to end without it).
 CUT_BY_STOP = "controller_stopped"
+# Why a call parked for a seat's transfer was ended when it had not come back for
+# PARKED_MAX_S.
+NEVER_CAME_BACK = "transfer_never_ended"
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,10 @@ class CallController:
     events: EventSink = field(default_factory=NoEvents)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(SHANGHAI))
     live: LiveCalls = field(default_factory=LiveCalls)
+
+    def __post_init__(self) -> None:
+        if self.live.given_up is None:
+            self.live.given_up = lambda live: self._end_parked(live, NEVER_CAME_BACK)
 
     def routes(self) -> dict[str, Callable[[AgiSession], None]]:
         return {"incoming_call": self.incoming_call, "transfer_ended": self.transfer_ended}
@@ -208,12 +216,36 @@ class CallController:
         self.live.remove(live.info.call_id)
         log.info("call %s: caller left as a transfer was starting", live.info.call_id)
 
+    def end_parked_calls(self) -> int:
+        """The controller is stopping, its FastAGI sessions over: a call parked for a
+        seat's transfer will come back (transfer_ended) to a controller that does not
+        know it, or to none (the glue then queues the caller), and its record would
+        never end. End each as handed to the switch. Returns how many."""
+        parked = [live for live in self.live.all() if live.parked.is_set()]
+        for live in parked:
+            self.live.remove(live.info.call_id)
+            self._end_parked(live, CUT_BY_STOP)
+        return len(parked)
+
+    def _end_parked(self, live: LiveCall, reason: str) -> None:
+        # A target still ringing is left to ring (it may yet join caller and seat);
+        # its outcome comes after the call's end, and is not reported.
+        with live.events_lock:
+            live.held_events = []  # the steps after the transfer never ran here
+            live.session.handed_to_switch(reason)
+            self._send(live.info, live.session.take_events())
+        log.info("call %s: ended while in a seat's transfer (%s)", live.info.call_id, reason)
+
     def conclude_transfer(self, live: LiveCall, outcome: str) -> TransferOutcome | None:
         """Report a transfer's end once (the AMI watcher and transfer_ended may both try).
 
         Claimed and sent under the call's events lock: whoever comes second waits for
-        the report to be out, so a call's end is never published before its transfer's."""
+        the report to be out, so a call's end is never published before its transfer's.
+        A call whose record was ended without the transfer (`end_parked_calls`) gets
+        no report after its end."""
         with live.events_lock:
+            if live.session.state.done:
+                return None
             plan = live.conclude_transfer()
             if plan is None:
                 return None

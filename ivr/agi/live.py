@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ivr.core.engine import CallSession, Instruction
 from ivr.core.transfer import TransferPlan
 
-# A parked call that never came back (Asterisk restarted mid-transfer) is dropped
-# after this long; its record's end was lost with Asterisk's channel.
+# A parked call that never came back (Asterisk restarted mid-transfer, or its
+# transfer_ended session was refused) is given up after this long: longer than any
+# conversation with a sub-centre.
 PARKED_MAX_S = 6 * 3600.0
 
 
@@ -83,22 +85,30 @@ class LiveCall:
 
 
 class LiveCalls:
-    """Thread-safe: FastAGI sessions register, the transfer API looks up."""
+    """Thread-safe: FastAGI sessions register, the transfer API looks up.
+
+    ``given_up`` is told of each parked call dropped because it never came back, so
+    that its record can still be ended."""
 
     SWEEP_EVERY_S = 60.0
 
-    def __init__(self) -> None:
+    def __init__(self, given_up: Callable[[LiveCall], None] | None = None) -> None:
         self._calls: dict[str, LiveCall] = {}
         self._lock = threading.Lock()
         self._swept = time.monotonic()
+        self.given_up = given_up
 
     def add(self, call: LiveCall) -> None:
+        dropped: list[LiveCall] = []
         with self._lock:
             self._calls[call.info.call_id] = call
             # Looking for forgotten parked calls walks every call: not on each call's time.
             if call.started - self._swept > self.SWEEP_EVERY_S:
                 self._swept = call.started
-                self._sweep()
+                dropped = self._sweep()
+        for forgotten in dropped:  # outside the lock: it publishes
+            if self.given_up is not None:
+                self.given_up(forgotten)
 
     def get(self, call_id: str) -> LiveCall | None:
         with self._lock:
@@ -115,8 +125,10 @@ class LiveCalls:
     def __len__(self) -> int:
         return len(self._calls)
 
-    def _sweep(self) -> None:
+    def _sweep(self) -> list[LiveCall]:
         now = time.monotonic()
+        dropped = []
         for call_id, call in list(self._calls.items()):
             if call.parked.is_set() and now - call.started > PARKED_MAX_S:
-                del self._calls[call_id]
+                dropped.append(self._calls.pop(call_id))
+        return dropped

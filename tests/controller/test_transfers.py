@@ -5,10 +5,12 @@ takes it up again, and what reaches the platform. Real calls are in tests/lab.""
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -480,12 +482,42 @@ def test_a_parked_call_that_never_came_back_is_forgotten(hotline: Hotline) -> No
         calls.add(call)
         return call
 
+    given_up: list[str] = []
+    calls.given_up = lambda call: given_up.append(call.info.call_id)
     live("lost", PARKED_MAX_S + 60, parked=True)  # Asterisk restarted mid-transfer
     live("long", PARKED_MAX_S + 60, parked=False)  # a long call still in its session
     live("fresh", 5, parked=True)
     calls._swept -= LiveCalls.SWEEP_EVERY_S + 1  # a minute has passed
     live("next", 0, parked=False)
     assert {c.info.call_id for c in calls.all()} == {"long", "fresh", "next"}
+    assert given_up == ["lost"]
+
+
+def test_a_parked_call_given_up_still_ends_its_record(hotline: Hotline) -> None:
+    # Its transfer_ended never came (refused at max_sessions, or Asterisk restarted):
+    # the call used to vanish from the controller with no call_ended on the platform.
+    from ivr.agi.calls import NEVER_CAME_BACK, CallInfo
+    from ivr.agi.live import PARKED_MAX_S, LiveCalls
+    from ivr.core.engine import CallSession
+    from ivr.core.routing import Call
+
+    recorder = Recorder()
+    controller = CallController(lambda: hotline, events=recorder)
+    route = hotline.route(Call("12345", datetime(2022, 1, 10, 9, 0, tzinfo=SHANGHAI)))
+    session, _ = CallSession.start(hotline, route)
+    session.take_events()  # published when the call came in
+    lost = LiveCall(CallInfo("lost", None, route), session, "PJSIP/x",
+                    started=time.monotonic() - PARKED_MAX_S - 60)  # fmt: skip
+    lost.parked.set()
+    lost.held_events = [{"type": "survey_result", "grade": "satisfied"}]  # never ran
+    controller.live.add(lost)
+    controller.live._swept -= LiveCalls.SWEEP_EVERY_S + 1
+    fresh, _ = CallSession.start(hotline, route)
+    controller.live.add(LiveCall(CallInfo("next", None, route), fresh, "PJSIP/y"))
+    assert controller.live.get("lost") is None
+    assert recorder.types() == ["call_ended"]
+    assert recorder.calls[0][0].call_id == "lost"
+    assert session.summary()["fallbacks"][-1]["reason"] == NEVER_CAME_BACK
 
 
 def test_stopping_the_controller_does_not_make_queued_callers_abandoned(rig: Rig) -> None:
@@ -499,6 +531,70 @@ def test_stopping_the_controller_does_not_make_queued_callers_abandoned(rig: Rig
     assert "abandoned" not in types and "missed_call_callback_created" not in types
     assert ended["target_kind"] == "seats"
     assert peer.play([]) == []  # no command sent on the cut socket
+
+
+@pytest.mark.parametrize("rig", [{"originate_delay": 1.0}], indirect=True)
+def test_stopping_ends_the_record_of_a_call_in_a_transfer(rig: Rig) -> None:
+    # Caller and seat are in the sub-centre's room, the target still rings. The
+    # caller's transfer_ended would reach a controller that no longer knows the call
+    # (or none, and the glue queues them): its record would never end.
+    peer = rig.queued_call()
+    rig.transfers.transfer(UNIQUEID, "sub_centre:12366")
+    rig.pulled_out_of_the_queue(peer)
+    rig.wait_for("answered")
+    rig.server.stop(grace=0.2)
+    assert rig.calls.end_parked_calls() == 1
+    types = [e["type"] for e in rig.events()]
+    assert types.count("call_ended") == 1 and types[-1] == "call_ended"
+    ended = rig.events()[-1]
+    assert ended["answered"] is True and ended["fallbacks"] == 1
+    assert rig.calls.live.get(UNIQUEID) is None and rig.calls.end_parked_calls() == 0
+    # The target answers later: it joins caller and seat (never hung up by us), and
+    # nothing is reported after the call's end.
+    deadline = time.monotonic() + 5
+    while "Logoff" not in rig.manager.names() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "Logoff" in rig.manager.names()  # the ring thread is done
+    assert "Hangup" not in rig.manager.names()
+    assert [e["type"] for e in rig.events()] == types
+
+
+def test_the_controller_ends_parked_calls_when_it_stops(
+    hotline: Hotline, config_copy: Path
+) -> None:
+    from ivr import serve
+    from ivr.settings import load_settings
+
+    # Redis is away: what the controller published is in its spool when it has stopped.
+    controller = serve.Controller(
+        config_copy, load_settings(config_copy), agi_address=("127.0.0.1", 0),
+        http_address=("127.0.0.1", 0), redis_url="redis://127.0.0.1:1/0",
+    )  # fmt: skip
+    controller.start()
+    parked = rig_live_call(hotline, "parked")
+    parked.parked.set()
+    controller.calls.live.add(parked)
+    controller.calls.live.add(rig_live_call(hotline, "in-session"))
+    controller.stop()
+    spooled = [
+        json.loads(line)
+        for segment in sorted((config_copy / "var" / "spool").rglob("*"))
+        if segment.is_file()
+        for line in segment.read_text().splitlines()
+    ]
+    ends = [(r["f"][r["f"].index("call_id") + 1], r["f"][1]) for r in spooled]
+    assert ("parked", "call_ended") in ends
+    assert all(call_id == "parked" for call_id, _ in ends)  # a call in its session: its own
+
+
+def rig_live_call(hotline: Hotline, call_id: str) -> LiveCall:
+    from ivr.agi.calls import CallInfo
+    from ivr.core.engine import CallSession
+    from ivr.core.routing import Call
+
+    route = hotline.route(Call("12345", datetime(2022, 1, 10, 9, 0, tzinfo=SHANGHAI)))
+    session, _ = CallSession.start(hotline, route)
+    return LiveCall(CallInfo(call_id, None, route), session, "PJSIP/x")
 
 
 @pytest.mark.parametrize("rig", [{"originate_delay": 1.5}], indirect=True)
