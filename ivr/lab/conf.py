@@ -145,6 +145,9 @@ class LabConfig:
     ami_port: int = 5038
     ami_user: str = "lab"
     ami_secret: str = "lab-only-secret"
+    controller_ami_user: str = "ivr"
+    controller_ami_secret: str = "lab-only-controller-secret"
+    """The controller's manager user: what manager.sample.conf grants, no more."""
     rtp_ports: tuple[int, int] = (20000, 20999)
     verbose: int = 3
     """Asterisk verbosity written to log/messages.log; 0 for load tests."""
@@ -272,6 +275,8 @@ def render_config(
         "ami_port": str(config.ami_port),
         "ami_user": config.ami_user,
         "ami_secret": config.ami_secret,
+        "controller_ami_user": config.controller_ami_user,
+        "controller_ami_secret": config.controller_ami_secret,
         "rtp_start": str(config.rtp_ports[0]),
         "rtp_end": str(config.rtp_ports[1]),
         "endpoints": _endpoints(config),

@@ -198,9 +198,10 @@ class HotlineLab:
         config = self.lab().config
         env = {
             **os.environ,
-            # the lab's manager user carries out seats' transfers; the seat API is on
-            "IVR_AMI_USERNAME": config.ami_user,
-            "IVR_AMI_SECRET": config.ami_secret,
+            # the controller's own manager user carries out seats' transfers; the
+            # seat API is on
+            "IVR_AMI_USERNAME": config.controller_ami_user,
+            "IVR_AMI_SECRET": config.controller_ami_secret,
             "IVR_SEAT_API_TOKEN": LAB_SEAT_TOKEN,
         }
         with self.controller_log.open("ab") as log:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from ivr.agi.manager import AmiLink, AmiSettings
 from ivr.lab.hotline import LAB_SEAT_TOKEN, HotlineLab
 from ivr.lab.lab import Lab, LabMark, PendingCall
 from ivr.paths import bundled_root
@@ -233,6 +234,28 @@ def test_sub_centre_number_reaches_the_sub_centre(lab: Lab) -> None:
     assert landed(lab, mark) == [("outside", "059112366")]
     cdr = cdr_for(lab, mark, "12366")
     assert cdr["lastapp"] == "Dial" and cdr["lastdata"].startswith("Local/059112366@")
+
+
+def test_the_controllers_manager_user_hears_nothing_of_calls_but_its_answers(lab: Lab) -> None:
+    # The sample manager user filters the switch's events down to OriginateResponse;
+    # the lab's controller logs in as that user (its transfers pass in the tests below).
+    config = lab.config
+    settings = AmiSettings(config.sip_host, config.ami_port, config.controller_ami_user,
+                           config.controller_ami_secret)  # fmt: skip
+    heard: list[str] = []
+    with AmiLink(settings) as link:
+        link.register_event("*", lambda event, _: heard.append(event.name))
+        with lab.ami() as watcher:  # the test's own user, which reads everything
+            assert lab.call("12366", hold=2.0).answered
+            seen = {str(e.get("Event")) for e in watcher.events(1.0)}
+        # an Originate the controller waits for still reaches it
+        waiting = link.expect("OriginateResponse", "filter-check")
+        link.action("Originate", Channel="Local/059112366@ivr-outbound", Application="Wait",
+                    Data="1", Async="true", Timeout="5000", ActionID="filter-check")  # fmt: skip
+        response = waiting(10.0)
+    assert "Newchannel" in seen and "Hangup" in seen  # the call made events
+    assert response is not None and response.get_header("Response") == "Success"
+    assert set(heard) == {"OriginateResponse"}
 
 
 def test_emergency_shortcut_reaches_110(lab: Lab) -> None:
