@@ -37,11 +37,30 @@ class LocalTimeFormatter(logging.Formatter):
         return moment.isoformat(timespec="milliseconds")
 
 
+class MaskedTracebacks(logging.Filter):
+    """For handlers the host process set up: their formatters would print a traceback
+    as it is. The traceback is formatted and masked here, and a formatter prints the
+    text it finds (`exc_text`) instead of formatting the exception again."""
+
+    _plain = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and not record.exc_text:
+            record.exc_text = mask_text(self._plain.formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = mask_text(record.stack_info)
+        return True
+
+
 def configure(level: int | str = logging.INFO) -> None:
     """Log to stderr in Shanghai time, unless the host process set up logging already
-    (gunicorn's `--log-config`, a test runner)."""
+    (gunicorn's `--log-config`, a test runner): then its handlers are kept, and only
+    taught to mask tracebacks."""
     root = logging.getLogger()
     if root.handlers:
+        for handler in root.handlers:
+            if not any(isinstance(f, MaskedTracebacks) for f in handler.filters):
+                handler.addFilter(MaskedTracebacks())
         return
     handler = logging.StreamHandler()
     handler.setFormatter(LocalTimeFormatter(FORMAT))

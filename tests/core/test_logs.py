@@ -50,6 +50,25 @@ def test_logging_set_up_by_the_host_process_is_left_alone() -> None:
     assert done.stderr == "host kept\n"
 
 
+def test_a_hosts_own_handlers_still_mask_tracebacks() -> None:
+    # gunicorn's --log-config: the host's format is kept, and a caller's number in an
+    # exception's message is masked all the same.
+    code = (
+        "import logging, sys; logging.basicConfig(stream=sys.stderr, format='host %(message)s');"
+        " from ivr import logs; logs.configure(); logs.configure();"
+        " log = logging.getLogger('ivr')\n"
+        "try:\n    raise KeyError('no route for +8613912340000')\n"
+        "except KeyError:\n    log.exception('call failed')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    lines = done.stderr.splitlines()
+    assert lines[0] == "host call failed" and lines[1] == "Traceback (most recent call last):"
+    assert "139****0000" in done.stderr and "13912340000" not in done.stderr
+    assert done.stderr.count("Traceback") == 1  # configured twice, masked once
+
+
 def test_a_traceback_is_logged_masked() -> None:
     try:
         raise KeyError("no route for +8613912340000")
