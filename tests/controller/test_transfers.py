@@ -464,19 +464,25 @@ def test_back_from_a_transfer_the_controller_forgot_still_reaches_the_seats(rig:
     assert commands == ['SET VARIABLE "IVR_RESULT" "fallback"']
 
 
-def test_a_parked_call_that_never_came_back_is_forgotten(hotline: Hotline) -> None:
+def a_live_call(hotline: Hotline, call_id: str, age_s: float = 0.0) -> LiveCall:
+    """A 12345 call in Fuzhou as the controller holds it, ``age_s`` seconds old."""
     from ivr.agi.calls import CallInfo
-    from ivr.agi.live import PARKED_MAX_S, LiveCall, LiveCalls
     from ivr.core.engine import CallSession
     from ivr.core.routing import Call
 
     route = hotline.route(Call("12345", datetime(2022, 1, 10, 9, 0, tzinfo=SHANGHAI)))
+    session, _ = CallSession.start(hotline, route)
+    started = time.monotonic() - age_s
+    return LiveCall(CallInfo(call_id, None, route), session, "PJSIP/x", started=started)
+
+
+def test_a_parked_call_that_never_came_back_is_forgotten(hotline: Hotline) -> None:
+    from ivr.agi.live import PARKED_MAX_S, LiveCalls
+
     calls = LiveCalls()
 
     def live(call_id: str, age_s: float, parked: bool) -> LiveCall:
-        session, _ = CallSession.start(hotline, route)
-        call = LiveCall(CallInfo(call_id, None, route), session, "PJSIP/x",
-                        started=time.monotonic() - age_s)  # fmt: skip
+        call = a_live_call(hotline, call_id, age_s)
         if parked:
             call.parked.set()
         calls.add(call)
@@ -496,28 +502,22 @@ def test_a_parked_call_that_never_came_back_is_forgotten(hotline: Hotline) -> No
 def test_a_parked_call_given_up_still_ends_its_record(hotline: Hotline) -> None:
     # Its transfer_ended never came (refused at max_sessions, or Asterisk restarted):
     # the call used to vanish from the controller with no call_ended on the platform.
-    from ivr.agi.calls import NEVER_CAME_BACK, CallInfo
+    from ivr.agi.calls import NEVER_CAME_BACK
     from ivr.agi.live import PARKED_MAX_S, LiveCalls
-    from ivr.core.engine import CallSession
-    from ivr.core.routing import Call
 
     recorder = Recorder()
     controller = CallController(lambda: hotline, events=recorder)
-    route = hotline.route(Call("12345", datetime(2022, 1, 10, 9, 0, tzinfo=SHANGHAI)))
-    session, _ = CallSession.start(hotline, route)
-    session.take_events()  # published when the call came in
-    lost = LiveCall(CallInfo("lost", None, route), session, "PJSIP/x",
-                    started=time.monotonic() - PARKED_MAX_S - 60)  # fmt: skip
+    lost = a_live_call(hotline, "lost", PARKED_MAX_S + 60)
+    lost.session.take_events()  # published when the call came in
     lost.parked.set()
     lost.held_events = [{"type": "survey_result", "grade": "satisfied"}]  # never ran
     controller.live.add(lost)
     controller.live._swept -= LiveCalls.SWEEP_EVERY_S + 1
-    fresh, _ = CallSession.start(hotline, route)
-    controller.live.add(LiveCall(CallInfo("next", None, route), fresh, "PJSIP/y"))
+    controller.live.add(a_live_call(hotline, "next"))
     assert controller.live.get("lost") is None
     assert recorder.types() == ["call_ended"]
     assert recorder.calls[0][0].call_id == "lost"
-    assert session.summary()["fallbacks"][-1]["reason"] == NEVER_CAME_BACK
+    assert lost.session.summary()["fallbacks"][-1]["reason"] == NEVER_CAME_BACK
 
 
 def test_stopping_the_controller_does_not_make_queued_callers_abandoned(rig: Rig) -> None:
@@ -571,10 +571,10 @@ def test_the_controller_ends_parked_calls_when_it_stops(
         http_address=("127.0.0.1", 0), redis_url="redis://127.0.0.1:1/0",
     )  # fmt: skip
     controller.start()
-    parked = rig_live_call(hotline, "parked")
+    parked = a_live_call(hotline, "parked")
     parked.parked.set()
     controller.calls.live.add(parked)
-    controller.calls.live.add(rig_live_call(hotline, "in-session"))
+    controller.calls.live.add(a_live_call(hotline, "in-session"))
     controller.stop()
     spooled = [
         json.loads(line)
@@ -585,16 +585,6 @@ def test_the_controller_ends_parked_calls_when_it_stops(
     ends = [(r["f"][r["f"].index("call_id") + 1], r["f"][1]) for r in spooled]
     assert ("parked", "call_ended") in ends
     assert all(call_id == "parked" for call_id, _ in ends)  # a call in its session: its own
-
-
-def rig_live_call(hotline: Hotline, call_id: str) -> LiveCall:
-    from ivr.agi.calls import CallInfo
-    from ivr.core.engine import CallSession
-    from ivr.core.routing import Call
-
-    route = hotline.route(Call("12345", datetime(2022, 1, 10, 9, 0, tzinfo=SHANGHAI)))
-    session, _ = CallSession.start(hotline, route)
-    return LiveCall(CallInfo(call_id, None, route), session, "PJSIP/x")
 
 
 @pytest.mark.parametrize("rig", [{"originate_delay": 1.5}], indirect=True)
