@@ -148,14 +148,25 @@ def split_dialed(dialed: str) -> tuple[str | None, str]:
     return None, digits
 
 
-def decide_region(directory: Directory, call: Call, area_code: str | None) -> tuple[str, str]:
-    """The region whose 12345 centre takes the call, and what decided it."""
+def decide_region(
+    directory: Directory, call: Call, area_code: str | None, number: str = ""
+) -> tuple[str, str]:
+    """The region whose 12345 centre takes the call, and what decided it.
+
+    The number-to-region table is looked up with the number as dialed, as digits, and
+    in its national form (059123112345), which +86…, 0086… and +86 0… all come to."""
     if call.region and call.region in directory.regions:
         return call.region, "given"
     if call.trunk and call.trunk in directory.trunks:
         return directory.trunks[call.trunk].region, "trunk"
     full = _NON_DIGITS.sub("", call.dialed)
-    for candidate in (call.dialed, full, f"0{full[2:]}" if full.startswith("86") else None):
+    national = f"{area_code or ''}{number}"
+    for candidate in (
+        call.dialed,
+        full,
+        national,
+        f"0{full[2:]}" if full.startswith("86") else None,
+    ):
         if candidate and candidate in directory.dids:
             return directory.dids[candidate], "did"
     if area_code:
@@ -167,7 +178,7 @@ def decide_region(directory: Directory, call: Call, area_code: str | None) -> tu
 
 def route_call(directory: Directory, call: Call) -> Route:
     area_code, number = split_dialed(call.dialed)
-    region, source = decide_region(directory, call, area_code)
+    region, source = decide_region(directory, call, area_code, number)
 
     if number in EMERGENCY_NUMBERS:
         return Route(
@@ -187,7 +198,8 @@ def route_call(directory: Directory, call: Call) -> Route:
             region,
             source,
             FLOW_FOR_MODE[Mode.MAIN],
-            known=number == MAIN_NUMBER,
+            # a DID is a region's own number for its 12345 centre
+            known=number == MAIN_NUMBER or source == "did",
         )
 
     facts: dict[str, str] = {}

@@ -47,6 +47,17 @@ def test_region_is_decided_by_given_then_trunk_then_did_then_area_code(hotline: 
     assert (fallback.region, fallback.region_source) == ("fuzhou", "default")
 
 
+@pytest.mark.parametrize(
+    "dialed", ["059123112345", "+8659123112345", "008659123112345", "+86 0591 2311 2345",
+               "8659123112345"],
+)  # fmt: skip
+def test_a_did_is_found_however_the_carrier_writes_it(hotline: Hotline, dialed: str) -> None:
+    # Pingtan's DID shares 0591 with Fuzhou: missed in the table, it went to Fuzhou.
+    by_did = hotline.route(Call(dialed, NOON))
+    assert (by_did.region, by_did.region_source) == ("pingtan", "did")
+    assert by_did.line == "12345" and by_did.known  # not "an unknown number"
+
+
 def test_pingtan_and_fuzhou_share_0591_and_the_trunk_tells_them_apart(hotline: Hotline) -> None:
     assert hotline.route(Call("059112345", NOON, trunk="pingtan-ct")).region == "pingtan"
     assert hotline.route(Call("059112345", NOON, trunk="fuzhou-ct")).region == "fuzhou"
