@@ -1,13 +1,15 @@
 """`ivr check`: everything about a configuration folder that a schema alone cannot see.
 
 Unknown prompts, queues, targets and regions; steps nobody reaches; loops with no way
-out; branches that miss a case; retirement windows out of order or not about three
+out; branches that miss a case; retirement windows out of order or shorter than three
 months; a legacy line with no route in some region. Each problem names file and line.
 """
 
 from __future__ import annotations
 
+import calendar
 import string
+from datetime import date, timedelta
 from pathlib import Path
 
 from ivr.config import ConfigError, Document, Loaded, Problem, load_folder
@@ -34,8 +36,28 @@ from ivr.core.directory import Directory, Mode, Seats
 from ivr.core.routing import EMERGENCY_NUMBERS, REQUIRED_FLOWS, Hotline
 from ivr.render import SOUNDS, missing_or_stale
 
-# A transition window "about three months" long (二(二)2): 89-92 days, give or take.
-WINDOW_DAYS = range(80, 101)
+# The transition prompt plays for 3 months (二(二)2): never less; a window much longer
+# than that is likely a typo in a date.
+LONGEST_WINDOW_DAYS = 100
+
+
+def window_problem(start: date, end: date) -> str:
+    """Why a transition window from ``start`` to ``end`` (both days included) is not
+    the 3 months asked for, or "" when it is."""
+    days = (end - start).days + 1
+    if end + timedelta(days=1) < months_later(start, 3):
+        last = months_later(start, 3) - timedelta(days=1)
+        return f"{days} days, shorter than 3 months (to {last} at least)"
+    if days > LONGEST_WINDOW_DAYS:
+        return f"{days} days, much longer than 3 months"
+    return ""
+
+
+def months_later(day: date, months: int) -> date:
+    """The same day of the month ``months`` later, or that month's last day."""
+    year, month = divmod(day.month - 1 + months, 12)
+    year, month = day.year + year, month + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
 def load_hotline(root: Path) -> Hotline:
@@ -142,12 +164,11 @@ def _check_directory(directory: Directory, docs: dict[str, Document]) -> list[Pr
                         where,
                         f"{number} in {rid}: prompt_until {end} is before retired_on {start}",
                     )
-                elif (end - start).days + 1 not in WINDOW_DAYS:
+                elif why := window_problem(start, end):
                     at(
                         lines_doc,
                         where,
-                        f"{number} in {rid}: transition window {start}..{end} is "
-                        f"{(end - start).days + 1} days, not about 3 months",
+                        f"{number} in {rid}: transition window {start}..{end} is {why}",
                         "warning",
                     )
             if line.mode is Mode.DUAL_NUMBER:
@@ -168,11 +189,11 @@ def _check_directory(directory: Directory, docs: dict[str, Document]) -> list[Pr
                         "warning",
                     )
     window = directory.defaults.retirement
-    if (window.prompt_until - window.retired_on).days + 1 not in WINDOW_DAYS:
+    if why := window_problem(window.retired_on, window.prompt_until):
         at(
             hotline_doc,
             ("defaults", "retirement"),
-            "the default transition window is not about 3 months",
+            f"the default transition window {window.retired_on}..{window.prompt_until} is {why}",
             "warning",
         )
     return problems

@@ -130,12 +130,42 @@ def test_a_date_that_does_not_exist_names_its_line(config_copy: Path) -> None:
     assert "2022-02-30 is not a date" in error
 
 
-def test_window_not_about_three_months_is_a_warning(config_copy: Path) -> None:
+@pytest.mark.parametrize(
+    ("until", "why"),
+    [
+        ("2021-12-14", "30 days, shorter than 3 months (to 2022-02-14 at least)"),
+        # 80 days: once let through as "about three months"; the prompt would stop
+        # ten days before the document allows
+        ("2022-02-02", "80 days, shorter than 3 months"),
+        ("2022-02-13", "91 days, shorter than 3 months"),  # one day short
+        ("2022-03-31", "137 days, much longer than 3 months"),
+    ],
+)
+def test_window_not_three_months_is_a_warning(config_copy: Path, until: str, why: str) -> None:
     lines = config_copy / "config" / "lines.yaml"
-    edit(lines, "prompt_until: 2022-02-14}", "prompt_until: 2021-12-14}")
+    edit(lines, "prompt_until: 2022-02-14}", f"prompt_until: {until}}}")
     loaded = check_folder(config_copy)
     assert loaded.hotline is not None
-    assert any("not about 3 months" in str(p) and p.severity == "warning" for p in loaded.problems)
+    (warning,) = [p for p in loaded.problems if p.severity == "warning"]
+    assert f"12365 in xiamen: transition window 2021-11-15..{until} is {why}" in str(warning)
+
+
+@pytest.mark.parametrize(
+    ("start", "until"),
+    [("2021-11-15", "2022-02-14"), ("2021-12-01", "2022-02-28"), ("2021-11-30", "2022-02-27"),
+     ("2023-11-30", "2024-02-28"), ("2021-12-31", "2022-03-30")],
+)  # fmt: skip
+def test_three_calendar_months_to_the_day_is_enough(start: str, until: str) -> None:
+    # Nov 30 + 3 months is Feb 28 (Feb 29 in a leap year): the window ends the day before.
+    from datetime import date
+
+    from ivr.check import window_problem
+
+    assert window_problem(date.fromisoformat(start), date.fromisoformat(until)) == ""
+    shorter = date.fromisoformat(until).toordinal() - 1
+    assert "shorter than 3 months" in window_problem(
+        date.fromisoformat(start), date.fromordinal(shorter)
+    )
 
 
 def test_duplicate_key_is_refused(config_copy: Path) -> None:
