@@ -125,12 +125,30 @@ class FieldSpec:
     check: Callable[[Any], str | None] | None = None
 
 
+def _utf8(value: Any) -> str | None:
+    # Text that cannot be written as UTF-8 (a lone surrogate) would fail Redis's and
+    # the spool's encoding for the whole batch it travels in: refuse the one event.
+    if value.isascii():  # O(1) in CPython: the common case costs nothing
+        return None
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return "is not text that UTF-8 can carry"
+    return None
+
+
+def _text(check: Callable[[Any], str | None] | None) -> Callable[[Any], str | None]:
+    if check is None:
+        return _utf8
+    return lambda value: _utf8(value) or check(value)
+
+
 def _f(kind: Kind, check: Callable[[Any], str | None] | None = None) -> FieldSpec:
-    return FieldSpec(kind, True, check)
+    return FieldSpec(kind, True, _text(check) if kind == "str" else check)
 
 
 def _opt(kind: Kind, check: Callable[[Any], str | None] | None = None) -> FieldSpec:
-    return FieldSpec(kind, False, check)
+    return FieldSpec(kind, False, _text(check) if kind == "str" else check)
 
 
 # The type-specific fields of every event type. Names follow what the call engine

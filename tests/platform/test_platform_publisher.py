@@ -22,7 +22,7 @@ from platform_support import (
 )
 from prometheus_client import CollectorRegistry, generate_latest
 
-from ivr.events import CallEvent
+from ivr.events import CallEvent, EventError
 from ivr.platform import reader
 from ivr.platform.acl import WRITER_USER
 from ivr.platform.layout import Retention, callbacks_stream, events_stream, seen_key
@@ -170,6 +170,30 @@ def test_malformed_event_is_refused_and_nothing_is_written(
     admin = server.admin()
     assert admin.exists(seen_key(bad.call_id)) == 0
     assert admin.xlen(callbacks_stream()) == 0  # the refused abandon made no task either
+
+
+def test_text_utf8_cannot_carry_is_refused_alone(
+    make_publisher: MakePublisher, platform: redis.Redis
+) -> None:
+    # A lone surrogate passed the schema (any text is a target) and then failed the
+    # encoding of the whole batch it went out in: 14 good events of two other calls
+    # were lost with it, and it counted as a Redis outage.
+    pub = make_publisher(linger_s=30.0, batch_size=1000)
+    good = simulate_call(call_info(1)) + simulate_call(call_info(2))
+    odd = call_info(4)
+    fields = {"target_kind": "seats", "target": "seat-\udc80", "via": "queue"}
+    with pytest.raises(EventError, match="field target is not text that UTF-8 can carry"):
+        CallEvent.make("queued", odd, 4, good[0].ts, **fields)
+    built = CallEvent.make("queued", odd, 4, good[0].ts, **{**fields, "target": "福州12345"})
+    bad = dataclasses.replace(built, fields=fields)  # a front-end's own, unchecked
+    assert pub.publish(bad) is False
+    for event in good:
+        assert pub.publish(event)
+    assert pub.publish(built)  # text beyond ASCII is fine
+    assert pub.flush(5)
+    stats = pub.stats()
+    assert (stats["refused"], stats["dropped"], stats["outages"]) == (1, 0, 0)
+    assert read_calls(platform) == expected([*good, built])
 
 
 def test_publishing_twice_writes_once(make_publisher: MakePublisher, platform: redis.Redis) -> None:
