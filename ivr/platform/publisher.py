@@ -291,6 +291,8 @@ class Publisher:
         self._build_lock = threading.Lock()  # one builder at a time keeps their order
         self._spill: SpillFile | None = None
         self._spill_serial = 0
+        # This publisher's spill files, told from a crashed run's by this mark.
+        self._spill_mark = f"-{os.urandom(4).hex()}-"
         self._holding = 0  # records the worker has taken out of every queue
         self._worker_waiting = False  # the worker sleeps and nobody has woken it yet
         self._flushing = 0  # flush() calls waiting: no lingering meanwhile
@@ -377,8 +379,11 @@ class Publisher:
                     self._build_later(build)
                 else:
                     # Refused and counted; the batches handed before close() stay the
-                    # worker's, which buffers them while close() waits for it.
-                    self._publish_built(build, False)
+                    # worker's, which buffers them while close() waits for it. Built
+                    # after those: building numbers a call's events (and forgets a
+                    # call that ended), which must not overtake an earlier batch.
+                    with self._build_lock:
+                        self._publish_built(build, False)
                 return
             if len(later) >= self._buffer_size:
                 # The worker is far behind: take the oldest batch's worth off its hands
@@ -503,7 +508,8 @@ class Publisher:
         try:
             if self._spill is None:
                 self._spill_serial += 1
-                name = f"spill-{os.getpid()}-{time.time_ns()}-{self._spill_serial}.jsonl"
+                serial = self._spill_serial
+                name = f"spill-{time.time_ns()}{self._spill_mark}{serial}.jsonl"
                 self._spill = SpillFile(self.spool_dir, name)
                 log.error(
                     "event buffer full (%d events): spilling to %s until the publisher catches up",
@@ -755,7 +761,7 @@ class Publisher:
 
     def _open_spool(self) -> None:
         try:
-            self._spool = Spool(self.spool_dir)
+            self._spool = Spool(self.spool_dir, own_spills=self._spill_mark)
             self._disk_pending = self._spool.pending
             if not self._spool_ok:
                 log.warning("event spool %s is writable again", self.spool_dir)
@@ -835,16 +841,19 @@ class Publisher:
                 except OSError as exc:
                     self._spool_failed(exc)
                     return
-                records = []
+                records, unreadable = [], 0
                 for line in lines:
                     try:
                         records.append(_Record.from_line(line))
                     except (ValueError, KeyError, TypeError):
-                        self._count("dropped")
-                        log.error("unreadable line in event spool %s skipped", self.spool_dir)
+                        unreadable += 1
                 if records and not self._send(records):
-                    return
+                    return  # read again next time: counted once, when skipped for good
                 self._spool.commit(len(lines))
+                if unreadable:
+                    self._count("dropped", unreadable)
+                    log.error("%d unreadable lines in event spool %s skipped", unreadable,
+                              self.spool_dir)  # fmt: skip
                 self._disk_pending = self._spool.pending
                 self._count("replayed", len(records))
             elif self._tail:

@@ -42,13 +42,30 @@ def _fsync_dir(directory: Path) -> None:
 
 def _open_private(path: Path, flags: int) -> BinaryIO:
     fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
-    return os.fdopen(fd, "ab" if flags & os.O_APPEND else "rb")
+    # Unbuffered: bytes a failed write left in a buffer would reach the file later, at
+    # close, after the file was cut back to its last whole batch.
+    return os.fdopen(fd, "ab" if flags & os.O_APPEND else "rb", buffering=0)
+
+
+def _append_whole(fd: int, data: bytes) -> None:
+    """Append all of ``data``, or raise with the file cut back to where it was."""
+    start = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        raise
 
 
 class Spool:
     """Single-threaded: only the publisher's worker thread calls it. Raises OSError."""
 
-    def __init__(self, directory: Path, *, segment_bytes: int = 8 << 20) -> None:
+    def __init__(
+        self, directory: Path, *, segment_bytes: int = 8 << 20, own_spills: str = ""
+    ) -> None:
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -70,9 +87,13 @@ class Spool:
         for path in found:
             self._segments.append(path)
             self._lines[path] = _count_lines(path)
-        # A spill file left by a crash holds the newest events of that run.
+        # A spill file left by a crash holds the newest events of that run (named by
+        # time, so oldest first). Those of the publisher opening this spool (names
+        # holding its mark, `own_spills`) may be written to right now: it adopts them
+        # itself once finished.
         for path in sorted(p for p in self.directory.iterdir() if _SPILL.fullmatch(p.name)):
-            self.adopt(path, _count_lines(path))
+            if not (own_spills and own_spills in path.name):
+                self.adopt(path, _count_lines(path))
         self.recovered = self.pending
 
     @property
@@ -104,11 +125,10 @@ class Spool:
             _fsync_dir(self.directory)
         writer, path = self._writer, self._writer_path
         assert path is not None
-        start = writer.tell()
         data = "".join(line + "\n" for line in lines).encode()
+        start = os.lseek(writer.fileno(), 0, os.SEEK_END)
         try:
-            writer.write(data)
-            writer.flush()
+            _append_whole(writer.fileno(), data)
             os.fsync(writer.fileno())
         except OSError:
             with contextlib.suppress(OSError):
@@ -198,13 +218,12 @@ class SpillFile:
         self.count = 0
 
     def write_line(self, line: str) -> None:
-        self._file.write((line + "\n").encode())
-        self._file.flush()
+        """Append one whole line, or raise leaving none of it (so `count` is right)."""
+        _append_whole(self._file.fileno(), (line + "\n").encode())
         self.count += 1
 
     def finish(self) -> None:
         try:
-            self._file.flush()
             os.fsync(self._file.fileno())
         finally:
             self._file.close()

@@ -154,3 +154,44 @@ def test_twilio_batches_arrive_numbered_from_the_call_state(
     assert pub.stats()["refused"] == 1
     assert {e.call_id for e in got} == {"CA-two-workers"}
     assert got[-1].type == "call_ended" and got[-1].fields["duration_s"] > 0
+
+
+def test_a_batch_refused_after_close_does_not_cost_one_handed_before_it(
+    hotline: Hotline, make_publisher: Callable[..., Publisher], platform: redis.Redis
+) -> None:
+    # The refused batch was built at once on the caller's thread, while the worker
+    # had not yet built the call's batch handed before close(): its call_ended made
+    # the sink forget the call, and that batch was then numbered from 1 again and
+    # thrown away as a duplicate of the call's first event.
+    import threading
+    import time
+
+    pub = make_publisher(linger_s=0.0)
+    sink = PublishingSink(pub)
+    route = hotline.route(Call("12345", datetime(2024, 6, 3, 1, 30, tzinfo=UTC)))
+    call = FrontEndInfo("1717378200.77", "13912345678", route)
+    sink.call_events(call, [{"type": "call_offered", "known": True, "region_source": "trunk"}])
+    assert pub.flush(5)
+    release, building = threading.Event(), threading.Event()
+
+    def slow_batch() -> list[CallEvent]:  # another call's batch, slow to build
+        building.set()
+        release.wait(5)
+        return []
+
+    pub.publish_later(slow_batch)
+    assert building.wait(5)
+    sink.call_events(call, [{"type": "keys_pressed", "keys": "1", "step": "greeting"}])
+    closing = threading.Thread(target=pub.close, args=(5,))
+    closing.start()
+    deadline = time.monotonic() + 5
+    while not pub._closed and time.monotonic() < deadline:  # close() has begun
+        time.sleep(0.01)
+    threading.Timer(0.2, release.set).start()  # the worker goes on a moment later
+    ended = {"type": "call_ended", "answered": False, "target_kind": "", "target": "",
+             "fallbacks": 0, "prompts": 0}  # fmt: skip
+    sink.call_events(call, [ended])  # refused: the publisher is closed
+    closing.join(10)
+    stream = [(f["seq"], f["type"]) for _, f in platform.xrange(events_stream(route.region))]
+    assert stream == [("1", "call_offered"), ("2", "keys_pressed")]
+    assert pub.stats()["refused"] == 1
