@@ -37,6 +37,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -67,7 +68,7 @@ from ivr.platform.layout import (
     events_stream,
     seen_key,
 )
-from ivr.platform.spool import SpillFile, Spool
+from ivr.platform.spool import SpillFile, Spool, append_lines
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +82,18 @@ COUNTERS = (
     "replayed",  # of `published`, those that waited in the spool or memory first
     "dropped",  # lost for good; must stay 0
     "refused",  # malformed, never written
+    "set_aside",  # their key in Redis holds another type: kept in SET_ASIDE for an operator
     "callback_tasks",  # callback tasks created on the callbacks stream
     "outages",  # times Redis stopped answering
     "redis_errors",  # failed Redis calls (each retry counts)
     "spool_errors",  # failed spool writes or opens
 )
+
+# Events whose stream or seen-set key holds another type of value in Redis (a key
+# written by hand or by another program) can never be written: they are kept here, in
+# the spool directory, as spool lines, and the rest of their batch goes on.
+SET_ASIDE = "set-aside.jsonl"
+_WRONG_TYPE = re.compile(r"WRONGTYPE (\S+) is a ")
 
 # Runs once per batch. The batch is one argument, a JSON array of the events'
 # spool lines (so redis-py packs a dozen arguments per batch, not three per
@@ -712,7 +720,19 @@ class Publisher:
         """One script call for `records`; on any failure nothing is counted as sent."""
         try:
             statuses = self._script_call(records)
-        except Exception as exc:  # connection, timeout, NOAUTH, READONLY, OOM, NOPERM, ...
+        except redis.ResponseError as exc:
+            wrong = _WRONG_TYPE.match(str(exc))
+            if wrong is None:  # READONLY, OOM, NOPERM, ...: Redis's state, not the data's
+                self._outage(exc)
+                return False
+            # One call's key is unusable: that call's events must not hold up every
+            # other call's behind them for good.
+            key = wrong[1]
+            stuck = [r for r in records if key in (r.stream, r.seen)]
+            self._set_aside(stuck, key)
+            rest = [r for r in records if key not in (r.stream, r.seen)]
+            return not rest or self._send(rest)
+        except Exception as exc:  # connection, timeout, NOAUTH, ...
             self._outage(exc)
             return False
         written = len(statuses) - statuses.count(b"0")
@@ -722,6 +742,22 @@ class Publisher:
             self._n["callback_tasks"] += statuses.count(b"2")
         self._recovered()
         return True
+
+    def _set_aside(self, records: list[_Record], key: str) -> None:
+        try:
+            self.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            append_lines(self.spool_dir / SET_ASIDE, [r.line for r in records])
+        except OSError as exc:
+            self._count("dropped", len(records))
+            log.error(
+                "%d call events lost: Redis key %s holds another type of value, and they "
+                "could not be set aside (%s)", len(records), key, _describe(exc),
+            )  # fmt: skip
+            return
+        self._count("set_aside", len(records))
+        log.error("%d call events set aside in %s: Redis key %s holds another type of value; "
+                  "the other calls' events go on", len(records), self.spool_dir / SET_ASIDE,
+                  key)  # fmt: skip
 
     def _outage(self, exc: BaseException) -> None:
         self._count("redis_errors")
@@ -946,6 +982,7 @@ class PublisherCollector(Collector):
             "replayed",
             "dropped",
             "refused",
+            "set_aside",
         ):
             events.add_metric([name], int(s[name]))
         yield events

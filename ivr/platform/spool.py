@@ -60,6 +60,13 @@ def _append_whole(fd: int, data: bytes) -> None:
         raise
 
 
+def append_lines(path: Path, lines: list[str]) -> None:
+    """Append whole lines to a private file, durably (one fsync)."""
+    with _open_private(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND) as file:
+        _append_whole(file.fileno(), "".join(line + "\n" for line in lines).encode())
+        os.fsync(file.fileno())
+
+
 class Spool:
     """Single-threaded: only the publisher's worker thread calls it. Raises OSError."""
 
