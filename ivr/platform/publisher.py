@@ -945,6 +945,7 @@ class Publisher:
 
     def _shutdown(self) -> None:
         """Keep whatever Redis did not take on disk for the next run."""
+        self._next_spool_try = 0.0  # the last chance: no back-off from an earlier failure
         if self._tail and self._spool_usable() and self._spool_write(self._tail):
             self._count("spooled", len(self._tail))
             self._tail.clear()

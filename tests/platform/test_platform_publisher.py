@@ -20,6 +20,7 @@ from platform_support import (
     RedisServer,
     call_info,
     simulate_call,
+    wait_for,
 )
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -404,6 +405,26 @@ def test_unwritable_spool_is_loud_and_events_wait_in_memory(
     assert sink.worst < 0.1
     assert read_calls(platform) == expected(sink.events)
     assert pub.stats()["dropped"] == 0
+
+
+def test_a_spool_usable_again_at_shutdown_takes_what_waits_in_memory(
+    make_publisher: MakePublisher, platform: redis.Redis, server: RedisServer, tmp_path: Path
+) -> None:
+    # The spool had failed a moment before (its retry was not due yet): shutting down,
+    # the events waiting in memory were lost instead of trying it once more.
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("in the way of the spool\n")
+    server.kill()
+    pub = make_publisher(spool_dir=blocker / "spool", max_retry_interval=30.0)
+    events = simulate_call(call_info(7))
+    assert pub.publish_many(events) == len(events)
+    assert wait_for(lambda: pub.stats()["backlog_memory"] == len(events))
+    blocker.unlink()  # the disk is back
+    pub.close(timeout=1)
+    assert pub.stats()["dropped"] == 0
+    server.start()
+    assert make_publisher(spool_dir=blocker / "spool").flush(5)  # the next run
+    assert read_calls(platform) == expected(events)
 
 
 def test_spool_outlives_the_publisher_and_replay_skips_what_redis_has(
