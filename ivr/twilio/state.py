@@ -157,9 +157,11 @@ class RedisStateStore:
     Every webhook waits on these commands, so they go out on connections kept here
     (made with the client's settings; one per thread at a time), without redis-py's
     pool and retry layers around every command: those cost a webhook more than the
-    round trip. A connection Redis has closed (a restart) is opened again and the
-    command sent once more; a timeout is not retried, since the command may have run.
-    Any failure to reach Redis raises `StateUnavailable`.
+    round trip. A command whose connection failed (closed by a restart, or no reply
+    within the timeout) is sent once more on a fresh connection: each is safe to
+    repeat, being a read or a script that knows its own write by its id, so a caller
+    is not sent to the seats for one slow reply. Any failure to reach Redis raises
+    `StateUnavailable`.
     """
 
     def __init__(self, client: redis.Redis, ttl_s: int = 4 * 3600, prefix: str = KEY_PREFIX):
@@ -225,10 +227,10 @@ class RedisStateStore:
         try:
             connection.send_command(*args)
             reply = connection.read_response()
-        except redis.ConnectionError:
-            # Closed under us (a restart, an idle timeout), before the command reached
-            # Redis as a rule; a script that did run knows its own write id the
-            # second time.
+        except (redis.ConnectionError, redis.TimeoutError):
+            # Closed under us (a restart, an idle timeout), or no reply in time (a
+            # stall): the command may have run, and a script that did knows its own
+            # write id the second time.
             connection.disconnect()
             try:
                 connection.send_command(*args)
