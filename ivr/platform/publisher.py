@@ -722,13 +722,13 @@ class Publisher:
             statuses = self._script_call(records)
         except redis.ResponseError as exc:
             wrong = _WRONG_TYPE.match(str(exc))
-            if wrong is None:  # READONLY, OOM, NOPERM, ...: Redis's state, not the data's
+            key = wrong[1] if wrong else ""
+            stuck = [r for r in records if key in (r.stream, r.seen)]
+            if not stuck:  # READONLY, OOM, NOPERM, the callbacks stream...: not one call's
                 self._outage(exc)
                 return False
             # One call's key is unusable: that call's events must not hold up every
             # other call's behind them for good.
-            key = wrong[1]
-            stuck = [r for r in records if key in (r.stream, r.seen)]
             self._set_aside(stuck, key)
             rest = [r for r in records if key not in (r.stream, r.seen)]
             return not rest or self._send(rest)

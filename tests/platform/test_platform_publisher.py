@@ -224,6 +224,26 @@ def test_a_key_of_another_type_holds_up_only_its_own_call(
     assert read_calls(platform) == expected([*stuck, *others])
 
 
+def test_a_callbacks_stream_of_another_type_is_an_outage_for_all(
+    make_publisher: MakePublisher,
+    platform: redis.Redis,
+    server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # No one call's key: nothing to set aside, and every event waits for it to be mended.
+    pub = make_publisher()
+    server.admin().set(callbacks_stream(), "x")
+    events = simulate_call(call_info(1))
+    assert pub.publish_many(events) == len(events)
+    assert wait_for(lambda: pub.stats()["backlog_disk"] == len(events))  # waiting, all
+    assert pub.stats()["outages"] == 1 and pub.stats()["set_aside"] == 0
+    server.admin().delete(callbacks_stream())
+    assert pub.flush(5)
+    assert read_calls(platform) == expected(events)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith("Redis unavailable (ResponseError")
+
+
 def test_publishing_twice_writes_once(make_publisher: MakePublisher, platform: redis.Redis) -> None:
     pub = make_publisher()
     events = simulate_call(call_info(5), outcome="abandoned")
