@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer
 
 from ivr.agi.calls import AsteriskSettings, CallController
 from ivr.agi.manager import AmiSettings
@@ -36,8 +36,8 @@ from ivr.platform.sink import PublishingSink
 from ivr.settings import ControllerSettings, host_port, secret
 from ivr.twilio import SequencedSink, register_twilio
 from ivr.web import create_app
-from ivr.web.access_log import MaskedRequestLog
 from ivr.web.metrics import IndicatorCollector, LiveIndicators
+from ivr.web.server import BoundedWSGIServer
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,7 @@ class Controller:
             raise
         with listener:  # werkzeug serves a duplicate of it
             self.http_address = listener.getsockname()[:2]  # the port, if 0 was asked
-            self.http = make_server(
-                *self.http_address, self.app, threaded=True,
-                request_handler=MaskedRequestLog, fd=listener.fileno(),
-            )  # fmt: skip
+            self.http = BoundedWSGIServer(*self.http_address, self.app, fd=listener.fileno())
         address = self.agi.start()
         threading.Thread(target=self.http.serve_forever, name="http", daemon=True).start()
         return address

@@ -36,3 +36,12 @@ _LONG_DIGITS = re.compile(r"(?<![\d.])\+?\d{6,}(?!\d|\.\d)")
 def mask_text(text: str) -> str:
     """Mask every phone-number-like digit run in a log string."""
     return _LONG_DIGITS.sub(lambda m: mask_number(m.group(0)), text)
+
+
+def loggable(value: object, limit: int = 64) -> str:
+    """A value taken from a request nobody vouched for, fit for a log line: numbers
+    masked, cut to ``limit`` characters, and anything but printable ASCII escaped, so
+    that it can neither leak a number nor forge a line of its own."""
+    text = mask_text(str(value))
+    cut = text[:limit].encode("unicode_escape").decode("ascii")
+    return cut + ("…" if len(text) > limit else "")

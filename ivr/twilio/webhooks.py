@@ -45,7 +45,7 @@ from ivr.core.engine import (
     PlayPrompt,
     SessionState,
 )
-from ivr.core.privacy import mask_number
+from ivr.core.privacy import loggable, mask_number
 from ivr.core.routing import Call, Hotline, Route
 from ivr.core.transfer import drop_repeated_answer
 from ivr.events import EventSink, NoEvents
@@ -189,7 +189,7 @@ class TwilioWebhooks:
             request.path,
             verdict.reason,
             verdict.url.split("?", 1)[0],
-            webhook_fields(request).get("CallSid", "?"),
+            _sid_for_log(webhook_fields(request).get("CallSid", "?")),
         )
         return Response("signature refused\n", status=403, mimetype="text/plain")
 
@@ -686,6 +686,15 @@ def _first_webhook(req: Request, form: Mapping[str, str]) -> bool:
         return True
     failed = urlsplit(form.get("ErrorUrl", "")).path
     return endpoint.endswith(".fallback") and failed.endswith("/twilio/voice")
+
+
+_CALL_SID = re.compile(r"CA[0-9a-f]{32}")
+
+
+def _sid_for_log(value: str) -> str:
+    """A refused request's CallSid as sent: shown whole when it is one (to find the
+    call in Twilio's console), else masked and escaped (it may be anything)."""
+    return value if _CALL_SID.fullmatch(value) else loggable(value)
 
 
 def _current_request() -> Request:

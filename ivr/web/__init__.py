@@ -14,6 +14,10 @@ from flask import Flask
 from ivr.web.metrics import metrics
 from ivr.web.seats import seats
 
+# Twilio's webhooks are a few KiB and a seat's request far less: a larger body is
+# refused (413) as it is read, sent with a length or chunked, before anything else.
+MAX_BODY_BYTES = 64 * 1024
+
 
 def create_app(**extensions: Any) -> Flask:
     """``extensions`` are what the blueprints need, kept in ``app.extensions['ivr']``:
@@ -21,6 +25,7 @@ def create_app(**extensions: Any) -> Flask:
     returning a dict; a false ``ok`` in it gives 503); ``seat_token`` and ``desks``
     (the front-ends that can transfer a call) for the seats' desktop API."""
     app = Flask("ivr")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["ivr"] = extensions
     app.register_blueprint(metrics)
     if extensions.get("seat_token"):  # never served without a token to check

@@ -15,13 +15,15 @@ answer is 202 once the caller is on the move; the outcome arrives as call events
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from dataclasses import asdict
 from typing import Any, Protocol
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from ivr.core.privacy import mask_text
+from ivr.core.privacy import loggable, mask_text
 from ivr.core.transfer import (
     METHODS,
     BadTransferRequest,
@@ -54,6 +56,14 @@ def _desks() -> list[TransferDesk]:
     return list(current_app.extensions["ivr"].get("desks", ()))
 
 
+def _read_at_most(stream: Any, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a request body, however it is sent."""
+    data = b""
+    while len(data) < limit and (chunk := stream.read(limit - len(data))):
+        data += chunk
+    return data
+
+
 def _problem(status: int, reason: str) -> tuple[Response, int]:
     return jsonify({"error": reason}), status
 
@@ -67,8 +77,8 @@ def _authorised() -> tuple[Response, int] | None:
     given_token = value.strip().encode("utf-8", "replace")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given_token, token.encode()):
         why = "no bearer token" if not given else "wrong token"
-        log.warning("seat API: %s %s refused from %s: %s",
-                    request.method, request.path, request.remote_addr, why)  # fmt: skip
+        log.warning("seat API: %s %s refused from %s: %s", request.method,
+                    loggable(request.path), request.remote_addr, why)  # fmt: skip
         return _problem(401, "a valid bearer token is required")
     return None
 
@@ -83,9 +93,17 @@ def calls_in_progress() -> Response:
 
 @seats.post("/calls/<call_id>/transfers")
 def transfer(call_id: str) -> tuple[Response, int]:
-    if (request.content_length or 0) > _MAX_BODY:
+    request.max_content_length = _MAX_BODY + 1  # a chunked body too: read no further
+    try:
+        raw = _read_at_most(request.stream, _MAX_BODY + 1)
+    except RequestEntityTooLarge:  # its Content-Length says so
+        raw = b"-" * (_MAX_BODY + 1)
+    if len(raw) > _MAX_BODY:
         return _problem(413, f"body over {_MAX_BODY} bytes")
-    body = request.get_json(silent=True)
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
+        body = None
     if not isinstance(body, dict):
         return _problem(400, "the body must be a JSON object")
     target = body.get("target")
@@ -100,7 +118,8 @@ def transfer(call_id: str) -> tuple[Response, int]:
     try:
         desk = next((d for d in _desks() if d.knows(call_id)), None)
     except Exception as exc:  # the call state's store (Redis) is unreachable
-        log.error("seat API: looking up call %s failed: %s", call_id, mask_text(str(exc)))
+        log.error("seat API: looking up call %s failed: %s", loggable(call_id),
+                  mask_text(str(exc)))  # fmt: skip
         return _problem(503, "the calls in progress cannot be looked up now")
     if desk is None:
         return _problem(404, f"no call {call_id} in progress here")
@@ -116,8 +135,9 @@ def transfer(call_id: str) -> tuple[Response, int]:
         return _problem(404, f"no call {call_id} in progress here")
     except Exception as exc:
         # the switch could not be told (manager or API down): the call stays as it is
-        log.error("call %s: transfer to %s not started: %s", call_id, target, mask_text(str(exc)))
-        return _problem(503, f"the switch could not be told: {exc}")
+        log.error("call %s: transfer to %s not started: %s", loggable(call_id),
+                  loggable(target), mask_text(str(exc)))  # fmt: skip
+        return _problem(503, f"the switch could not be told: {mask_text(str(exc))}")
     log.info("call %s: %s transfer to %s started by a seat", call_id, plan.method, plan.target.id)
     return jsonify(
         {

@@ -4,6 +4,8 @@ tested in test_transfers.py (Asterisk, fake manager) and tests/lab (real calls).
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 from typing import Any
 
@@ -152,3 +154,39 @@ def test_an_oversized_body_is_refused() -> None:
     answer = client(Desk()).post("/calls/c1/transfers", data="x" * 5000, headers=AUTH,
                                  content_type="application/json")  # fmt: skip
     assert answer.status_code == 413
+
+
+def test_a_chunked_body_over_the_limit_is_refused_as_it_is_read() -> None:
+    # Without a Content-Length the 4 KiB limit was never looked at: a megabyte was
+    # read whole and the transfer started.
+    desk = Desk()
+    body = json.dumps({"target": "sub_centre:12366", "pad": "x" * 1_000_000}).encode()
+    answer = client(desk).post(
+        "/calls/c1/transfers", input_stream=io.BytesIO(body), headers=AUTH,
+        content_type="application/json",
+        # what a chunked request is: no length, and the server ends the stream
+        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""},
+    )  # fmt: skip
+    assert answer.status_code == 413 and desk.requests == []
+
+
+def test_json_nested_past_the_parsers_depth_is_a_400() -> None:
+    answer = client(Desk()).post("/calls/c1/transfers", data="[" * 3000, headers=AUTH,
+                                 content_type="application/json")  # fmt: skip
+    assert answer.status_code == 400  # was a 500 with a RecursionError's traceback
+
+
+def test_a_refused_request_writes_no_number_and_no_line_of_its_own(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    forged = "/calls/13912340000%0A2026-03-03T10:00:00.000+08:00%20INFO%20forged/transfers"
+    with caplog.at_level(logging.INFO):
+        assert client(Desk()).post(forged, json={"target": "seats"}).status_code == 401
+        failing = Desk(RuntimeError("manager down"))
+        answer = client(failing).post(
+            "/calls/c1/transfers", json={"target": "utility:13912340000"}, headers=AUTH
+        )
+    assert answer.status_code == 503
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("refused" in m for m in logged) and any("utility:139****0000" in m for m in logged)
+    assert not any("13912340000" in m or "\n" in m for m in logged), logged

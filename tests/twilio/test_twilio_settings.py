@@ -3,16 +3,21 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from flask import Flask
-from twilio_peer import TOKEN, TwilioPeer
+from twilio_peer import TOKEN, TwilioPeer, make_harness
 
+from ivr.core.clock import SHANGHAI
 from ivr.core.routing import Hotline
 from ivr.twilio import (
     Destination,
@@ -26,6 +31,7 @@ from ivr.twilio import (
 from ivr.twilio.settings import derive_state_secret, e164, number_key
 from ivr.twilio.state import MemoryStateStore, RedisStateStore
 from ivr.twilio.wsgi import create_webhook_app, read_controller, spool_slot
+from ivr.web import create_app
 
 
 def test_no_section_means_defaults() -> None:
@@ -244,3 +250,56 @@ def test_the_section_model_loads_without_the_web_stack() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+class CountingBody(io.BytesIO):
+    """A form body of ``size`` bytes that counts what the app reads of it."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(b"CallSid=" + b"a" * (size - 8))
+        self.size, self.taken = size, 0
+
+    def read(self, n: int | None = -1) -> bytes:
+        data = super().read(n)
+        self.taken += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        n = super().readinto(buffer)
+        self.taken += n
+        return n
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_an_unsigned_body_of_any_size_is_not_read_whole(
+    hotline: Hotline, tmp_path: Path, chunked: bool
+) -> None:
+    # Before the signature was checked, werkzeug's form parser read and kept any body
+    # sent: one request of 400 MB grew the process by 800 MB.
+    app = create_app()  # as `ivr serve` and the gunicorn app make theirs
+    section = {"public_base_url": "https://ivr.example.test", "state": {"store": "memory"}}
+    register_twilio(app, lambda: hotline, section, root=tmp_path, env={"TWILIO_AUTH_TOKEN": TOKEN})
+    body = CountingBody(64 * 1024 * 1024)
+    length = {"CONTENT_LENGTH": "", "wsgi.input_terminated": True} if chunked else {}
+    answer = app.test_client().post(
+        "/twilio/voice", input_stream=body, content_length=body.size,
+        content_type="application/x-www-form-urlencoded", environ_overrides=length,
+    )  # fmt: skip
+    assert answer.status_code in (403, 413)
+    assert body.taken <= 128 * 1024
+
+
+def test_a_refused_webhooks_log_line_is_its_own(
+    hotline: Hotline, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The unsigned request's CallSid went into the 403 line as sent: a caller's number,
+    # or a line break and a forged line of its own.
+    forged = "13912340000\n2026-03-03T10:00:00.000+08:00 INFO ivr.twilio.webhooks: forged"
+    harness = make_harness(hotline, datetime(2024, 6, 1, 10, 0, tzinfo=SHANGHAI))
+    peer = TwilioPeer(harness.client, "+8659112345")
+    with caplog.at_level(logging.WARNING):
+        assert peer.post("/twilio/voice", sign=False, CallSid=forged).status_code == 403
+        assert peer.post("/twilio/voice", sign=False).status_code == 403
+    lines = [r.getMessage() for r in caplog.records if "refused (403)" in r.getMessage()]
+    assert len(lines) == 2 and not any("13912340000" in m or "\n" in m for m in lines)
+    assert lines[1].endswith(f"call {peer.sid}")  # a real CallSid is shown whole
