@@ -14,8 +14,8 @@ from flask import Flask
 from ivr.web.metrics import metrics
 from ivr.web.seats import seats
 
-# Twilio's webhooks are a few KiB and a seat's request far less: a larger body is
-# refused (413) as it is read, sent with a length or chunked, before anything else.
+# Twilio's webhooks are a few KiB and a seat's request far less: no body is read past
+# this. One that says it is longer is refused (413) unread; a chunked one is cut here.
 MAX_BODY_BYTES = 64 * 1024
 
 
