@@ -77,6 +77,8 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        # A second one on the same port would fail, and the first be left running.
+        assert self.proc is None, "redis-server already started"
         self.proc = subprocess.Popen(
             [
                 self.binary,
@@ -429,8 +431,8 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
         )
 
         # As the controller works: paced calls, events handed over after every
-        # instruction; without events and with them, alternating.
-        server.start()
+        # instruction; without events and with them, alternating. (The server is up
+        # again since the replay.)
         url = f"redis://127.0.0.1:{port}/0"
         bare: list[float] = []
         with_events: list[float] = []
