@@ -208,11 +208,7 @@ class CallController:
         failed: the session parked the call for a transfer_ended that will never come.
         End it as transfer_ended would for a hang-up: they had been talking to a seat."""
         live.parked.wait(wait_s)  # the session may still be parking it
-        session = live.session
-        with live.events_lock:
-            live.held_events = []  # the steps after the transfer never happened
-            session.caller_hung_up(answered=True)
-            self._send(live.info, session.take_events())
+        self._end_held(live, lambda session: session.caller_hung_up(answered=True))
         self.live.remove(live.info.call_id)
         log.info("call %s: caller left as a transfer was starting", live.info.call_id)
 
@@ -230,11 +226,16 @@ class CallController:
     def _end_parked(self, live: LiveCall, reason: str) -> None:
         # A target still ringing is left to ring (it may yet join caller and seat);
         # its outcome comes after the call's end, and is not reported.
-        with live.events_lock:
-            live.held_events = []  # the steps after the transfer never ran here
-            live.session.handed_to_switch(reason)
-            self._send(live.info, live.session.take_events())
+        self._end_held(live, lambda session: session.handed_to_switch(reason))
         log.info("call %s: ended while in a seat's transfer (%s)", live.info.call_id, reason)
+
+    def _end_held(self, live: LiveCall, end: Callable[[CallSession], None]) -> None:
+        """End a parked call's record here: the steps held for after the transfer
+        never ran."""
+        with live.events_lock:
+            live.held_events = []
+            end(live.session)
+            self._send(live.info, live.session.take_events())
 
     def conclude_transfer(self, live: LiveCall, outcome: str) -> TransferOutcome | None:
         """Report a transfer's end once (the AMI watcher and transfer_ended may both try).

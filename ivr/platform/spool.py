@@ -47,24 +47,27 @@ def _open_private(path: Path, flags: int) -> BinaryIO:
     return os.fdopen(fd, "ab" if flags & os.O_APPEND else "rb", buffering=0)
 
 
-def _append_whole(fd: int, data: bytes) -> None:
-    """Append all of ``data``, or raise with the file cut back to where it was."""
+def _append_whole(fd: int, data: bytes, *, durable: bool = False) -> int:
+    """Append all of ``data`` (then fsync, if ``durable``), or raise with the file cut
+    back to where it was. Returns where it was."""
     start = os.lseek(fd, 0, os.SEEK_END)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
+        if durable:
+            os.fsync(fd)
     except OSError:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, start)
         raise
+    return start
 
 
 def append_lines(path: Path, lines: list[str]) -> None:
     """Append whole lines to a private file, durably (one fsync)."""
     with _open_private(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND) as file:
-        _append_whole(file.fileno(), "".join(line + "\n" for line in lines).encode())
-        os.fsync(file.fileno())
+        _append_whole(file.fileno(), "".join(line + "\n" for line in lines).encode(), durable=True)
 
 
 class Spool:
@@ -133,13 +136,9 @@ class Spool:
         writer, path = self._writer, self._writer_path
         assert path is not None
         data = "".join(line + "\n" for line in lines).encode()
-        start = os.lseek(writer.fileno(), 0, os.SEEK_END)
         try:
-            _append_whole(writer.fileno(), data)
-            os.fsync(writer.fileno())
+            start = _append_whole(writer.fileno(), data, durable=True)
         except OSError:
-            with contextlib.suppress(OSError):
-                os.ftruncate(writer.fileno(), start)
             self._seal()
             if self._lines.get(path) == 0 and path == self._segments[-1]:
                 self._drop_segment(len(self._segments) - 1)
