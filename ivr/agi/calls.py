@@ -116,7 +116,7 @@ class CallController:
             route.region,
             route.region_source,
         )
-        session, instruction = CallSession.start(hotline, route)
+        session, instruction = CallSession.start(hotline, route, now=call.now.timestamp())
         channel = _Channel(agi, hotline, route, self.settings)
         live = LiveCall(info, session, agi.env.get("agi_channel", ""))
         self.live.add(live)
@@ -166,12 +166,15 @@ class CallController:
                 if live is not None and answered and live.may_park():
                     self._park(live, wait_s)
                     return
-                session.caller_hung_up(answered=answered, wait_s=wait_s)
+                session.caller_hung_up(answered=answered, wait_s=wait_s, now=self._now())
                 self._publish(info, session)
                 raise
-            instruction = session.resume(result)
+            instruction = session.resume(result, now=self._now())
         self._publish(info, session)
         channel.hang_up(instruction)
+
+    def _now(self) -> float:
+        return self.clock().timestamp()
 
     def _publish(self, info: CallInfo, session: CallSession) -> None:
         events = session.take_events()
@@ -193,7 +196,7 @@ class CallController:
         this session end; transfer_ended takes the call up again."""
         session = live.session
         live.next_instruction = session.resume(
-            ConnectResult("answered", wait_s, live.talking_to or None)
+            ConnectResult("answered", wait_s, live.talking_to or None), now=self._now()
         )
         now, later = split_at_answer(session.take_events())
         with live.events_lock:

@@ -1,8 +1,9 @@
 """The call engine: walks a call through its flows, one instruction at a time.
 
 A front-end (FastAGI, Twilio) asks for the next instruction, carries it out on the
-channel and resumes the session with what happened. The engine does no I/O and reads no
-clock; its whole state is plain data, so a webhook front-end can keep it between
+channel and resumes the session with what happened, and with the time (`now`, epoch
+seconds) where it has it. The engine does no I/O and reads no clock; its whole state is
+plain data, so a webhook front-end can keep it between
 requests. Whatever goes wrong inside a flow, the call ends at the region's 12345 seats:
 that rule lives in :meth:`CallSession._fallback` and nowhere else.
 """
@@ -115,6 +116,11 @@ class SessionState:
     steps_taken: int = 0
     connects: int = 0
     waited_s: float = 0.0  # time spent waiting for people on connects that did not answer
+    # When the first and the latest connect were handed out (epoch seconds; None when
+    # the front-end gave no time): a caller's wait runs from the first, prompts between
+    # attempts included.
+    first_connect_at: float | None = None
+    connect_at: float | None = None
     done: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,25 +153,40 @@ def route_from_dict(data: dict[str, Any]) -> Route:
 class CallSession:
     """One call's walk through the flows."""
 
-    def __init__(self, hotline: Hotline, state: SessionState, route: Route | None = None) -> None:
-        """`route`, when given, is `state.route` as a Route already (saves rebuilding it)."""
+    def __init__(
+        self,
+        hotline: Hotline,
+        state: SessionState,
+        route: Route | None = None,
+        *,
+        now: float | None = None,
+    ) -> None:
+        """`route`, when given, is `state.route` as a Route already (saves rebuilding it).
+        `now`: the time of what the front-end is about to report (epoch seconds)."""
         self.hotline = hotline
         self.state = state
         self.route = route_from_dict(state.route) if route is None else route
         self.events: list[dict[str, Any]] = []
+        self.now = now
         self._flows = hotline.flow_index
         self._transition_prompts = hotline.transition_prompts
 
     # -- front-end API -----------------------------------------------------------
 
     @classmethod
-    def start(cls, hotline: Hotline, route: Route) -> tuple[CallSession, Instruction]:
-        session = cls(hotline, SessionState(route=route_to_dict(route)), route)
+    def start(
+        cls, hotline: Hotline, route: Route, *, now: float | None = None
+    ) -> tuple[CallSession, Instruction]:
+        session = cls(hotline, SessionState(route=route_to_dict(route)), route, now=now)
         session._event("call_offered", known=route.known, region_source=route.region_source)
         return session, session._goto("@" + route.flow, origin="start")
 
-    def resume(self, result: str | ConnectResult | None = None) -> Instruction:
-        """Carry on after the pending instruction with what it gave."""
+    def resume(
+        self, result: str | ConnectResult | None = None, *, now: float | None = None
+    ) -> Instruction:
+        """Carry on after the pending instruction with what it gave (at `now`)."""
+        if now is not None:
+            self.now = now
         state = self.state
         if state.done:
             raise RuntimeError("the call has ended")
@@ -203,17 +224,22 @@ class CallSession:
         # answer: nothing to learn from the result
         return self._goto(self._next_of(step), origin=step.id)
 
-    def caller_hung_up(self, answered: bool = False, wait_s: float = 0.0) -> None:
+    def caller_hung_up(
+        self, answered: bool = False, wait_s: float = 0.0, *, now: float | None = None
+    ) -> None:
         """The caller left. If they were waiting for a person, that is an abandoned call:
-        while queued or rung, and also between attempts (a callback offer after a long
-        wait), as long as nobody answered and no callback was booked."""
+        while queued or rung, and also between attempts (a callback offer after the
+        queue was full or nobody answered), as long as nobody answered and no callback
+        was booked."""
+        if now is not None:
+            self.now = now
         state = self.state
         if state.done:
             return
         connecting = state.waiting in ("connect", "last_resort")
         between_attempts = (
             not connecting
-            and state.waited_s > 0
+            and state.connects > 0  # a queue that refused at once was still asked
             and state.landed is None
             and (state.end or {}).get("kind") != "callback"
         )
@@ -223,7 +249,7 @@ class CallSession:
         state.waiting = ""
         if waited:
             target = self._target_from_state()
-            total = state.waited_s + wait_s
+            total = self._total_wait(wait_s if connecting else None)
             self._event(
                 "abandoned",
                 target_kind=target.kind,
@@ -346,7 +372,7 @@ class CallSession:
             timeout = self.hotline.directory.answer_timeout(route.line)
         state.waiting = "connect"
         state.pending_target = _target_dict(target)
-        state.connects += 1
+        self._connecting()
         self._event("queued", via=step.kind, target_kind=target.kind, target=target.id)
         method = step.method if isinstance(step, Transfer) else None
         return _Stop(Connect(target, timeout, step.kind, method, dict(state.tags), state.flow))
@@ -377,7 +403,7 @@ class CallSession:
             target_kind=target.kind,
             target=target.id,
             wait_s=result.wait_s,
-            total_wait_s=self.state.waited_s + result.wait_s,
+            total_wait_s=self._total_wait(result.wait_s),
             answered_by=result.answered_by or "",
         )
         if target.kind in ("emergency", "utility", "sub_centre"):
@@ -386,11 +412,13 @@ class CallSession:
     def _callback(self, reason: str) -> None:
         region = self.hotline.directory.regions[self.route.region]
         kind = "missed_call_callback_created" if reason == "abandoned" else "callback_requested"
+        abandoned_wait = self.state.tags.get("abandoned_wait_s")
         self._event(
             kind,
             reason=reason,
             callback_list=region.callback_list,
-            wait_s=float(self.state.tags.get("abandoned_wait_s", 0)),
+            # how long they had waited for a person: a callback desk calls the longest first
+            wait_s=float(abandoned_wait) if abandoned_wait else self._total_wait(None),
         )
         self.state.end = {"kind": "callback", "id": region.callback_list}
 
@@ -422,7 +450,7 @@ class CallSession:
         target = Target("seats", region.seats, queue=region.seats)
         self.state.pending_target = _target_dict(target)
         self.state.waiting = "last_resort"
-        self.state.connects += 1
+        self._connecting()
         self._event("queued", via="queue", target_kind="seats", target=target.id)
         return Connect(target, None, "queue", None, dict(self.state.tags), self.state.flow)
 
@@ -449,6 +477,30 @@ class CallSession:
                 break  # `ivr check` refuses media steps here; never act on a dead channel
             nxt = self._enter(step)
             ref = nxt if isinstance(nxt, str) else None
+
+    def _connecting(self) -> None:
+        state = self.state
+        state.connects += 1
+        if self.now is not None:
+            state.connect_at = self.now
+            if state.first_connect_at is None:
+                state.first_connect_at = self.now
+
+    def _total_wait(self, this_attempt: float | None) -> float:
+        """How long the caller has waited for a person, from the first queue or dial:
+        to the end of `this_attempt`'s wait, or (None) to now, between attempts.
+        The prompts between attempts count (an overflow offer is still a wait); the
+        connects' own waits alone are the floor, and all there is without times."""
+        state = self.state
+        waited = state.waited_s + (this_attempt or 0.0)
+        first = state.first_connect_at
+        if first is None:
+            return waited
+        if this_attempt is None:
+            elapsed = (self.now - first) if self.now is not None else 0.0
+        else:
+            elapsed = (state.connect_at or first) - first + this_attempt
+        return max(waited, elapsed)
 
     def _target_from_state(self) -> Target:
         return Target(**(self.state.pending_target or {"kind": "seats", "id": "unknown"}))

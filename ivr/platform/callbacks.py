@@ -50,7 +50,8 @@ def _reason(event: CallEvent) -> str:
 
 def task_fields(event: CallEvent) -> dict[str, str]:
     """The stream entry for the task `event` asks for (see `wants_callback`)."""
-    wait = event.fields.get("wait_s", 0.0)
+    # The whole wait, over every attempt: a desk calls the longest waits back first.
+    wait = event.fields.get("total_wait_s", event.fields.get("wait_s", 0.0))
     return {
         "task_id": callback_task_id(event.call_id),
         "schema": str(SCHEMA_VERSION),

@@ -245,7 +245,7 @@ class TwilioWebhooks:
                 route.region,
                 route.region_source,
             )
-        session, instruction = CallSession.start(hotline, route)
+        session, instruction = CallSession.start(hotline, route, now=now.timestamp())
         record = CallRecord(step=1, state={}, caller=caller, started=now.timestamp())
         turn = _Turn(sid, record, session, now.timestamp())
         response = self._walk(turn, instruction)
@@ -492,9 +492,10 @@ class TwilioWebhooks:
         )
 
     def _turn(self, sid: str, record: CallRecord) -> _Turn:
-        session = CallSession(self.hotline_source(), SessionState.from_dict(record.state))
+        now = self.clock().timestamp()
+        session = CallSession(self.hotline_source(), SessionState.from_dict(record.state), now=now)
         # The turn's URLs carry the next step: this one is spent once the turn commits.
-        return _Turn(sid, replace(record, step=record.step + 1), session, self.clock().timestamp())
+        return _Turn(sid, replace(record, step=record.step + 1), session, now)
 
     def _commit(self, turn: _Turn, expected_step: int, response: VoiceResponse | Twiml) -> Response:
         """Store the call's new state if nobody moved it meanwhile, then publish."""

@@ -241,6 +241,36 @@ def test_kept_seats_unanswered_fall_back_to_12345_seats(controller, hotline: Hot
     assert queues == ['EXEC Queue "quanzhou-12315,c,,,20"', 'EXEC Queue "quanzhou-12345,c,,,60"']
 
 
+def test_a_wait_runs_from_the_first_queue_by_the_controllers_clock(
+    hotline: Hotline, recorder: Recorder
+) -> None:
+    # Each reading of the clock 30 s on: the controller reads it as it resumes the
+    # call, so the 12345 seats' queue began 30 s after the kept seats' (which held the
+    # caller 20 s of those), and answered after 20 s more: 50 s in all, from the first.
+    readings = iter(range(0, 100_000, 30))
+    calls = CallController(
+        lambda: hotline,
+        events=recorder,
+        clock=lambda: datetime.fromtimestamp(1_700_000_000 + next(readings), SHANGHAI),
+    )
+    server = AgiServer(("127.0.0.1", 0), calls.routes())
+    address = server.start()
+    statuses = iter(["TIMEOUT", ""])
+
+    def respond(command: str) -> str:
+        if command.startswith("GET FULL VARIABLE") and "QUEUESTATUS" in command:
+            return f"200 result=1 ({next(statuses)}||20|)"
+        return asterisk()(command)
+
+    try:
+        run_call(address, respond, agi_dnid="12315", agi_arg_1="quanzhou-ct")
+    finally:
+        server.stop()
+    answered = [e for _, events in recorder.calls for e in events if e["type"] == "answered"]
+    assert answered and answered[0]["wait_s"] == 20.0
+    assert answered[0]["total_wait_s"] == 50.0
+
+
 def test_emergency_key_dials_110(controller) -> None:
     commands = run_call(
         controller, asterisk(keys={"ivr/greeting_12345": "0", "ivr/emergency_menu": "1"})

@@ -119,6 +119,66 @@ def test_caller_gone_during_the_callback_offer_after_a_long_wait_is_abandoned(
     assert events[-1]["type"] == "call_ended"
 
 
+def test_caller_gone_after_a_queue_refused_them_at_once_is_abandoned(hotline: Hotline) -> None:
+    # A full queue answers "busy" with no wait at all: the caller still asked for a
+    # person, and hanging up during the overflow offer is an abandoned call.
+    session, _ = start(hotline, region="longyan")
+    session.resume()
+    session.resume()
+    offer = session.resume(ConnectResult("busy", wait_s=0.0))
+    assert isinstance(offer, CollectDigits)
+    session.caller_hung_up()
+    kinds = [e["type"] for e in session.take_events()]
+    assert "abandoned" in kinds and "missed_call_callback_created" in kinds
+
+
+def test_total_wait_runs_from_the_first_queue_with_the_offer_between(hotline: Hotline) -> None:
+    # Queued at t=100, 10 s unanswered, 12 s of the overflow offer, queued again at
+    # t=122 and answered 8 s later: the caller waited 30 s for a person, not 18.
+    t = 100.0
+    session, _ = CallSession.start(
+        hotline, hotline.route(Call("12345", NOON, region="longyan")), now=t
+    )
+    session.resume(now=t)
+    assert isinstance(session.resume(None, now=t), Connect)
+    offer = session.resume(ConnectResult("noanswer", wait_s=10.0), now=t + 10)
+    assert offer == CollectDigits("overflow_offer_callback", 1, 5)
+    again = session.resume("", now=t + 22)
+    assert isinstance(again, Connect)
+    session.resume(ConnectResult("answered", wait_s=8.0), now=t + 400)  # after the talk
+    answered = next(e for e in session.take_events() if e["type"] == "answered")
+    assert (answered["wait_s"], answered["total_wait_s"]) == (8.0, 30.0)
+
+
+def test_abandoned_between_attempts_waited_until_the_hang_up(hotline: Hotline) -> None:
+    t = 100.0
+    session, _ = CallSession.start(
+        hotline, hotline.route(Call("12345", NOON, region="longyan")), now=t
+    )
+    session.resume(now=t)
+    session.resume(None, now=t)
+    session.resume(ConnectResult("noanswer", wait_s=10.0), now=t + 10)
+    session.caller_hung_up(now=t + 14)  # 4 s into the offer
+    events = session.take_events()
+    abandoned = next(e for e in events if e["type"] == "abandoned")
+    assert (abandoned["wait_s"], abandoned["total_wait_s"]) == (0.0, 14.0)
+    task = next(e for e in events if e["type"] == "missed_call_callback_created")
+    assert task["wait_s"] == 14.0
+
+
+def test_a_requested_callback_carries_the_wait_so_far(hotline: Hotline) -> None:
+    t = 100.0
+    session, _ = CallSession.start(
+        hotline, hotline.route(Call("12345", NOON, region="longyan")), now=t
+    )
+    session.resume(now=t)
+    session.resume(None, now=t)
+    session.resume(ConnectResult("noanswer", wait_s=60.0), now=t + 60)
+    session.resume("1", now=t + 63)  # "需要回电请按1"
+    requested = next(e for e in session.take_events() if e["type"] == "callback_requested")
+    assert requested["wait_s"] == 63.0
+
+
 def test_caller_gone_after_booking_a_callback_is_not_abandoned(hotline: Hotline) -> None:
     session, _ = start(hotline, region="longyan")
     session.resume()

@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 
 import redis
-from platform_support import call_info, simulate_call
+from platform_support import START, call_info, simulate_call
 
-from ivr.events import callback_task_id
+from ivr.events import EventRecorder, callback_task_id
 from ivr.platform.callbacks import (
     CallbackTask,
     ack_task,
@@ -17,11 +17,23 @@ from ivr.platform.callbacks import (
     claim_tasks,
     owns_task,
     pending_count,
+    task_fields,
+    wants_callback,
 )
 from ivr.platform.layout import callbacks_stream
 from ivr.platform.publisher import Publisher
 
 MakePublisher = Callable[..., Publisher]
+
+
+def test_a_task_carries_the_callers_whole_wait() -> None:
+    # 60 s unanswered, then gone during the callback offer: this attempt's wait is 0,
+    # but a desk calling the longest waits first must see 60.
+    rec = EventRecorder(call_info(1))
+    rec.record("call_offered", START)
+    event = rec.record("abandoned", START, wait_s=0.0, total_wait_s=60.0, target_kind="seats")
+    assert wants_callback(event)
+    assert task_fields(event)["wait_s"] == "60.000"
 
 
 def test_one_task_per_missed_call_with_the_full_number(

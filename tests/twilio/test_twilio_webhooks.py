@@ -7,7 +7,7 @@ import dataclasses
 import threading
 import time
 import xml.etree.ElementTree as ET
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -194,6 +194,22 @@ def test_kept_seats_unanswered_fall_back_to_12345_seats(harness: Harness, hotlin
     assert result["target"] == {"kind": "seats", "id": "quanzhou-12345"}
     answered = harness.events.of_type("answered")[0]
     assert answered["total_wait_s"] == 23.0  # both waits: the 15-second rate's measure
+
+
+def test_a_wait_runs_from_the_first_queue_offer_included(harness: Harness) -> None:
+    # The first queue is full at 10:00:00; the caller hears the callback offer, is
+    # queued again at 10:00:12 and answered at 10:00:20: 20 s for a person, not 8.
+    peer = TwilioPeer(harness.client, "+8659112345")
+    root = parse(peer.post(only(peer.call(), "Gather").get("action", "")).data)
+    first = only(root, "Enqueue")
+    root = parse(peer.post(first.get("action", ""), QueueResult="queue-full").data)
+    offer = only(root, "Gather")
+    harness.clock.now = NOW + timedelta(seconds=12)
+    again = only(parse(peer.post(offer.get("action", "")).data), "Enqueue")
+    harness.clock.now = NOW + timedelta(seconds=20)
+    peer.post(again.get("action", ""), QueueResult="bridged", QueueTime="8")
+    answered = harness.events.of_type("answered")[0]
+    assert (answered["wait_s"], answered["total_wait_s"]) == (8.0, 20.0)
 
 
 def test_cancelled_seats_go_to_12345_seats(harness: Harness) -> None:
