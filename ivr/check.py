@@ -8,11 +8,10 @@ months; a legacy line with no route in some region. Each problem names file and 
 from __future__ import annotations
 
 import calendar
-import string
 from datetime import date, timedelta
 from pathlib import Path
 
-from ivr.config import ConfigError, Document, Loaded, Problem, load_folder
+from ivr.config import ConfigError, Document, Loaded, Problem, exists, load_folder, read_yaml
 from ivr.core.dialplan import (
     FACTS,
     MEDIA_KINDS,
@@ -31,8 +30,10 @@ from ivr.core.dialplan import (
     Transfer,
     edges,
     goes_on,
+    template_problem,
 )
-from ivr.core.directory import Directory, Mode, Seats
+from ivr.core.directory import MAIN_NUMBER, Directory, Mode, Seats
+from ivr.core.prompts import PROMPT_FIELDS
 from ivr.core.routing import EMERGENCY_NUMBERS, REQUIRED_FLOWS, Hotline
 from ivr.render import SOUNDS, missing_or_stale
 
@@ -76,8 +77,12 @@ def check_folder(root: Path) -> Loaded:
     if hotline is None:
         return loaded
     problems = _check_directory(hotline.directory, loaded.documents)
+    problems += _check_twilio_numbers(root, hotline.directory)
     problems += _check_flows(hotline, loaded)
-    problems += _check_rendered(hotline, loaded)
+    catalog_problems = _check_catalog(hotline, loaded)
+    problems += catalog_problems
+    if not catalog_problems:  # rendering fills in the per-line prompts
+        problems += _check_rendered(hotline, loaded)
     loaded.problems += problems
     if any(p.severity == "error" for p in loaded.problems):
         loaded.hotline = None
@@ -93,6 +98,39 @@ def _check_controller_settings(root: Path) -> list[Problem]:
     except ConfigError as exc:
         return exc.problems
     return []
+
+
+def _check_twilio_numbers(root: Path, directory: Directory) -> list[Problem]:
+    """Twilio numbers must name a line, region and trunk of the directory: a misspelt
+    region would send that number's callers to the default region's seats."""
+    path = root / "config" / "controller.yaml"
+    if not exists(path):
+        return []
+    doc, _ = read_yaml(path, str(path))  # its own problems are reported above
+    twilio = doc.data.get("twilio") if doc is not None and isinstance(doc.data, dict) else None
+    numbers = twilio.get("numbers") if isinstance(twilio, dict) else None
+    if doc is None or not isinstance(numbers, dict):
+        return []
+    problems = []
+    for number, entry in numbers.items():
+        if not isinstance(entry, dict):
+            continue
+        known = {
+            "line": lambda v: v == MAIN_NUMBER or directory.line(v) is not None,
+            "region": lambda v: v in directory.regions,
+            "trunk": lambda v: v in directory.trunks,
+        }
+        for key, ok in known.items():
+            value = entry.get(key)
+            if value is not None and not ok(str(value)):
+                problems.append(
+                    Problem(
+                        doc.display,
+                        doc.line_of(("twilio", "numbers", number, key)),
+                        f"twilio number {number}: unknown {key} {value!r}",
+                    )
+                )
+    return problems
 
 
 # -- the directory --------------------------------------------------------------------
@@ -210,7 +248,7 @@ def _check_flows(hotline: Hotline, loaded: Loaded) -> list[Problem]:
     docs = loaded.documents
 
     def failed_to_load(flow_id: str) -> bool:
-        return (loaded.root / "dialplans" / f"{flow_id}.yaml").exists()
+        return exists(loaded.root / "dialplans" / f"{flow_id}.yaml")
 
     for name in REQUIRED_FLOWS:
         if name not in flows and not failed_to_load(name):
@@ -280,15 +318,12 @@ def _check_flows(hotline: Hotline, loaded: Loaded) -> list[Problem]:
                         f"{step.id}: no case for {step.on} = {', '.join(missing)} and no otherwise",
                     )
             if isinstance(step, SetTags | Emit):
-                values = step.tags.values() if isinstance(step, SetTags) else step.fields.values()
-                for value in values:
-                    for field in _placeholders(value):
-                        if field not in TAG_FIELDS:
-                            at(
-                                index,
-                                f"{step.id}: unknown placeholder {{{field}}} "
-                                f"(known: {', '.join(TAG_FIELDS)})",
-                            )
+                where = "tags" if isinstance(step, SetTags) else "fields"
+                values = step.tags if isinstance(step, SetTags) else step.fields
+                for name, value in values.items():
+                    problem = template_problem(value, TAG_FIELDS)
+                    if problem:
+                        at(index, f"{step.id}: {name}: {problem}", where, name)
             if not flow.media and step.kind in MEDIA_KINDS:
                 at(
                     index,
@@ -318,6 +353,19 @@ def _check_flows(hotline: Hotline, loaded: Loaded) -> list[Problem]:
                     f"{step_id}: a loop with no exit (no person and no hangup "
                     "can be reached from here)",
                 )
+            )
+    return problems
+
+
+def _check_catalog(hotline: Hotline, loaded: Loaded) -> list[Problem]:
+    """A per-line prompt's text is filled in with the line's name: it must fill."""
+    doc = loaded.documents["prompts/catalog.yaml"]
+    problems = []
+    for pid, prompt in hotline.catalog.prompts.items():
+        problem = template_problem(prompt.zh, PROMPT_FIELDS) if prompt.per_line else None
+        if problem:
+            problems.append(
+                Problem(doc.display, doc.line_of(("prompts", pid, "zh")), f"{pid}: {problem}")
             )
     return problems
 
@@ -365,10 +413,6 @@ def _check_target(ref: str, known_queues: set[str], directory: Directory, report
         wanted = Mode.DUAL_NUMBER if kind == "kept_seats" else Mode.SUB_CENTRE
         if line is None or line.mode is not wanted:
             report(f"unknown target {ref!r}: {arg} is not a {wanted.value} line")
-
-
-def _placeholders(text: str) -> list[str]:
-    return [name for _, name, _, _ in string.Formatter().parse(text) if name]
 
 
 def _reach(graph: dict, start: tuple[str, str], within: str) -> set[tuple[str, str]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from ivr.core.routing import Hotline
 from ivr.core.transfer import Strategies
 
 CONFIG_FILES = ("hotline.yaml", "regions.yaml", "trunks.yaml", "lines.yaml")
+# Far above any real file (the bundled ones are a few KiB); parsing is pure Python.
+MAX_FILE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, order=True)
@@ -51,6 +54,11 @@ class _Loader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a plain value, not a list or mapping",
+                    key_node.start_mark,
+                )  # fmt: skip
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
@@ -72,8 +80,17 @@ class _Loader(yaml.SafeLoader):
                 None, None, f"{node.value} is not a date: {exc}", node.start_mark
             ) from None
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError as exc:  # more digits than Python converts
+            raise yaml.constructor.ConstructorError(
+                None, None, f"not a usable number: {exc}", node.start_mark
+            ) from None
+
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
@@ -137,20 +154,57 @@ def _child(node: yaml.Node, part: Any) -> yaml.Node | None:
 
 def read_yaml(path: Path, display: str) -> tuple[Document | None, list[Problem]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path)
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Problem(display, 1, f"cannot read: {exc}")]
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # checks every character first
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         return None, [Problem(display, line, f"YAML: {exc.problem or exc.context}")]
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL …)
+        line = text.count("\n", 0, exc.position) + 1
+        return None, [Problem(display, line, f"YAML: character {exc.character!r} is not allowed")]
+    except RecursionError:
+        return None, [Problem(display, 1, "YAML: nested too deeply")]
+    except (yaml.YAMLError, ValueError, TypeError) as exc:  # none seen; still no traceback
+        return None, [Problem(display, 1, f"YAML: {exc}")]
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return Document(path, display, data, node), []
+
+
+def _read_text(path: Path) -> str:
+    """A regular file's text: a FIFO or a device would block or never end."""
+    with open(path, "rb", opener=_open_nonblocking) as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise OSError(f"{info.st_size} bytes, more than {MAX_FILE_BYTES} a file may hold")
+        return f.read(MAX_FILE_BYTES + 1).decode("utf-8")
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    # Opening a FIFO for reading waits for a writer; without O_NONBLOCK a check would too.
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
+def exists(path: Path) -> bool:
+    """Whether something is at `path`; True when it cannot be told (a folder we may not
+    read), so reading it reports why rather than calling it missing."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def validation_problems(doc: Document, exc: ValidationError, prefix: tuple = ()) -> list[Problem]:
@@ -219,7 +273,7 @@ def load_folder(root: Path) -> Loaded:
     for name in CONFIG_FILES:
         path = root / "config" / name
         display = _display(root, path)
-        if not path.exists():
+        if not exists(path):
             problems.append(Problem(display, 1, "missing configuration file"))
             continue
         doc, errs = read_yaml(path, display)
@@ -276,7 +330,9 @@ def load_folder(root: Path) -> Loaded:
 
     # dialplans/*.yaml: one flow a file, named as the file.
     flows: dict[str, Flow] = {}
-    for path in sorted((root / "dialplans").glob("*.yaml")):
+    flow_paths, errs = _flow_files(root)
+    problems += errs
+    for path in flow_paths:
         display = _display(root, path)
         doc, errs = read_yaml(path, display)
         problems += errs
@@ -306,3 +362,26 @@ def load_folder(root: Path) -> Loaded:
             directory, flows, catalog, transfers, directory.defaults.step_budget
         )
     return result
+
+
+def _flow_files(root: Path) -> tuple[list[Path], list[Problem]]:
+    """dialplans/*.yaml, and a problem for what cannot be listed or looks like a flow
+    saved under another name (a .yml file would be silently left out)."""
+    folder = root / "dialplans"
+    display = _display(root, folder)
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except FileNotFoundError:
+        return [], []
+    except OSError as exc:
+        return [], [Problem(display, 1, f"cannot read: {exc}")]
+    paths, problems = [], []
+    for entry in entries:
+        if entry.name.endswith(".yaml"):
+            paths.append(Path(entry.path))
+        elif entry.name.endswith(".yml"):
+            problems.append(
+                Problem(_display(root, Path(entry.path)), 1,
+                        "not read: flows are dialplans/*.yaml files", "warning")
+            )  # fmt: skip
+    return paths, problems

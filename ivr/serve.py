@@ -33,7 +33,7 @@ from ivr.events import FanOut
 from ivr.listen import listen
 from ivr.platform.publisher import Publisher
 from ivr.platform.sink import PublishingSink
-from ivr.settings import ControllerSettings, host_port, secret
+from ivr.settings import ControllerSettings, host_port, load_settings, secret
 from ivr.twilio import SequencedSink, register_twilio
 from ivr.web import create_app
 from ivr.web.metrics import IndicatorCollector, LiveIndicators
@@ -51,6 +51,9 @@ class LiveHotline:
     lock: threading.Lock = field(default_factory=threading.Lock)
     reloads: int = 0
     refused: int = 0
+    # config/controller.yaml as the controller started with it: how it listens, the
+    # platform, Twilio's numbers. A reload does not change those; it says so.
+    settings: ControllerSettings | None = None
 
     def __call__(self) -> Hotline:
         return self.current
@@ -70,6 +73,11 @@ class LiveHotline:
             self.current = fresh
             self.reloads += 1
             log.info("configuration reloaded from %s", self.root)
+            if self.settings is not None and load_settings(self.root) != self.settings:
+                log.warning(
+                    "config/controller.yaml changed; its settings take effect at the next "
+                    "restart (the dialplans, directory and prompts took effect now)"
+                )
             return True
 
 
@@ -90,7 +98,7 @@ class Controller:
         redis_url: str | None = None,
         pretend_now: datetime | None = None,
     ) -> None:
-        self.live = LiveHotline(root, load_hotline(root))
+        self.live = LiveHotline(root, load_hotline(root), settings=settings)
         self.registry = CollectorRegistry()
         self.indicators = LiveIndicators()
         self.registry.register(IndicatorCollector(self.indicators))

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from ivr.config import ConfigError, read_yaml, validate
+from ivr.config import ConfigError, exists, read_yaml, validate
 from ivr.twilio.settings import TwilioSection
 
 
@@ -92,7 +92,7 @@ class ControllerSettings(_Strict):
 
 def load_settings(root: Path) -> ControllerSettings:
     path = root / "config" / "controller.yaml"
-    if not path.exists():
+    if not exists(path):
         return ControllerSettings()
     doc, problems = read_yaml(path, str(path))
     if doc is None:

@@ -8,6 +8,7 @@ The JSON Schema shipped beside the dialplans is generated from these classes.
 
 from __future__ import annotations
 
+import string
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, model_validator
@@ -40,7 +41,8 @@ TargetRef = Annotated[
 ]
 # A ring time in seconds, "answer_timeout" for the dialed line's configured N seconds,
 # or null to wait until someone answers or the caller gives up.
-Timeout = Annotated[int, Field(ge=1, le=3600)] | Literal["answer_timeout"] | None
+# (strict: YAML's `true` is not a ring time of 1 s)
+Timeout = Annotated[int, Field(ge=1, le=3600, strict=True)] | Literal["answer_timeout"] | None
 
 # Facts a branch may look at, with the values each can take; all are decided by the
 # routing core from the directory and the time of the call.
@@ -53,6 +55,28 @@ Fact = Literal["phase", "after_window", "seats"]
 
 # What a tag value may quote: {line} and friends are filled in per call.
 TAG_FIELDS = ("line", "line_name", "department", "region", "mode")
+
+
+def template_problem(text: str, known: tuple[str, ...]) -> str | None:
+    """Why `text` cannot be filled in with str.format_map on every call, or None.
+
+    Only plain placeholders of known fields: a format spec, a conversion, an index or
+    an attribute could fail on some line's values (an empty department) and fail the
+    call; a stray brace fails every call."""
+    try:
+        parts = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        return f"{text!r}: {exc} (write {{{{ and }}}} for a brace)"
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if not name:
+            return f"{text!r}: a placeholder needs a name, e.g. {{line}}"
+        if spec or conversion or not name.isidentifier():
+            return f"{text!r}: only plain placeholders such as {{line}} are filled in"
+        if name not in known:
+            return f"{text!r}: unknown placeholder {{{name}}} (known: {', '.join(known)})"
+    return None
 
 
 class _Step(BaseModel):
@@ -105,8 +129,10 @@ class Play(_Step):
 class Collect(_Step):
     kind: Literal["collect"]
     prompt: PromptId
-    max_digits: int = Field(default=1, ge=1, le=20)
-    timeout: int = Field(default=5, ge=1, le=60, description="seconds to wait for keys")
+    max_digits: int = Field(default=1, ge=1, le=20, strict=True)
+    timeout: int = Field(
+        default=5, ge=1, le=60, strict=True, description="seconds to wait for keys"
+    )
     choices: dict[str, StepRef] = Field(description="keys pressed -> step")
     otherwise: StepRef = Field(description="no key, or keys that are no choice")
 
@@ -156,7 +182,7 @@ class Survey(_Step):
 
     kind: Literal["survey"]
     prompt: PromptId
-    timeout: int = Field(default=8, ge=1, le=60)
+    timeout: int = Field(default=8, ge=1, le=60, strict=True)
     grades: dict[Digit, Literal["非常满意", "满意", "基本满意", "不满意", "非常不满意"]]
 
     @model_validator(mode="after")

@@ -70,14 +70,18 @@ class Source(StrEnum):
     ASSUMPTION = "assumption"
 
 
+# A date of this service's life: year 9999 is a typo, and date arithmetic overflows on it.
+Day = Annotated[date, Field(ge=date(2000, 1, 1), le=date(2100, 12, 31))]
+
+
 class Retirement(Strict):
     """Absolute dates, local time: a schedule without a year would come back every year.
 
     The prompt plays from 00:00 on ``retired_on`` up to 24:00 on ``prompt_until``.
     """
 
-    retired_on: date
-    prompt_until: date
+    retired_on: Day
+    prompt_until: Day
     after_window: AfterWindow = AfterWindow.FORWARD
 
     @model_validator(mode="after")
@@ -120,8 +124,8 @@ class Retirement(Strict):
 
 
 class RetirementOverride(Strict):
-    retired_on: date | None = None
-    prompt_until: date | None = None
+    retired_on: Day | None = None
+    prompt_until: Day | None = None
     after_window: AfterWindow | None = None
 
 

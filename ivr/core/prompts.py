@@ -7,6 +7,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 PromptKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+# What a per-line prompt's text may quote, filled in for each line that plays it.
+PROMPT_FIELDS = ("line", "line_name", "department")
 
 
 class Prompt(BaseModel):

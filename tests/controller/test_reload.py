@@ -23,6 +23,7 @@ from config_edits import edit, line_of
 from ivr import serve
 from ivr.check import load_hotline
 from ivr.serve import LiveHotline
+from ivr.settings import load_settings
 
 TIMEOUT_S = 20.0
 
@@ -52,6 +53,39 @@ def test_a_broken_dialplan_is_refused_and_the_running_one_stays(
     (record,) = caplog.records
     assert f"main.yaml:{line_of(main, 'timout')}:" in record.getMessage()
     assert "the running one stays" in record.getMessage()
+
+
+def test_a_nul_byte_is_refused_with_its_file_and_line(
+    config_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    live = LiveHotline(config_copy, load_hotline(config_copy))
+    before = live()
+    main = config_copy / "dialplans" / "main.yaml"
+    lines = main.read_bytes().count(b"\n")
+    main.write_bytes(main.read_bytes() + b"# \x00\n")
+    with caplog.at_level(logging.ERROR, logger="ivr.serve"):
+        assert live.reload() is False
+    assert live() is before
+    (record,) = caplog.records
+    assert f"main.yaml:{lines + 1}: error: YAML: character" in record.getMessage()
+
+
+def test_a_reload_says_controller_settings_wait_for_a_restart(
+    config_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Twilio's numbers, the listeners and the platform are set up once, at start.
+    live = LiveHotline(config_copy, load_hotline(config_copy), settings=load_settings(config_copy))
+    controller = config_copy / "config" / "controller.yaml"
+    with caplog.at_level(logging.INFO, logger="ivr.serve"):
+        assert live.reload() is True
+    assert not [r for r in caplog.records if "controller.yaml" in r.getMessage()]
+    edit(controller, '{line: "12345", region: xiamen}', '{line: "12345", region: putian}')
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ivr.serve"):
+        assert live.reload() is True
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "controller.yaml changed" in warning.getMessage()
+    assert "next restart" in warning.getMessage()
 
 
 def test_an_unexpected_failure_while_reloading_keeps_the_running_one(

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -359,3 +365,138 @@ def test_the_files_redis_url_follows_the_same_rule_as_redis_and_the_environment(
     assert "is not a Redis URL" in error
     edit(controller, "redis_url: foo://x", "redis_url: unix:///run/redis/redis.sock")
     assert errors_of(config_copy) == []  # as --redis and IVR_REDIS_URL take it
+
+
+# -- what used to pass the check, or end in a traceback --------------------------------
+
+
+@pytest.mark.parametrize(
+    "template", ["{line:d}", "{line!r}", "{}", "{line:>{region}}", "{line[0]}", "{line", "}"]
+)
+def test_a_tag_that_cannot_be_filled_in_is_refused(config_copy: Path, template: str) -> None:
+    # Each of these failed every call at its set step (or some calls: "{line[0]}" on an
+    # empty field); only plain placeholders are safe.
+    main = config_copy / "dialplans" / "main.yaml"
+    edit(main, 'original_line: "{line}"', f'original_line: "{template}"')
+    assert any(e.startswith(f"dialplans/main.yaml:{line_of(main, 'original_line')}: error:")
+               for e in _relative(errors_of(config_copy), config_copy))  # fmt: skip
+
+
+@pytest.mark.parametrize("text", ["{nope}今后", "{今后", "{line:d}今后"])
+def test_a_per_line_prompt_that_cannot_be_filled_in_is_refused(
+    config_copy: Path, text: str
+) -> None:
+    catalog = config_copy / "prompts" / "catalog.yaml"
+    edit(catalog, "今后", text)
+    errors = _relative(errors_of(config_copy), config_copy)
+    assert any(e.startswith(f"prompts/catalog.yaml:{line_of(catalog, text)}: error:")
+               for e in errors), errors  # fmt: skip
+
+
+def _append(path: Path, data: bytes) -> None:
+    path.write_bytes(path.read_bytes() + data)
+
+
+BROKEN = {
+    "a NUL byte": ("config/hotline.yaml", lambda p: _append(p, b"\n# \x00\n"), "not allowed"),
+    "a control character": ("dialplans/main.yaml", lambda p: _append(p, b"\n# \x07\n"),
+                            "not allowed"),
+    "a list as a key": ("config/hotline.yaml", lambda p: _append(p, b"\n? [a, b]\n: 1\n"),
+                        "plain value"),
+    "5,000 digits": ("config/hotline.yaml", lambda p: _append(p, b"\nx: " + b"9" * 5000 + b"\n"),
+                     "number"),
+    "3,000 brackets deep": ("dialplans/main.yaml",
+                            lambda p: _append(p, b"\nx: " + b"[" * 3000 + b"]" * 3000 + b"\n"),
+                            "nested too deeply"),
+    "year 9999": ("config/hotline.yaml",
+                  lambda p: edit(p, "prompt_until: 2022-02-28", "prompt_until: 9999-12-31"),
+                  "2100-12-31"),
+    "over 1 MiB": ("dialplans/main.yaml", lambda p: _append(p, b"\n#" + b"x" * (1 << 20)),
+                   "more than"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("breakage", sorted(BROKEN))
+def test_every_broken_file_gives_file_line_and_reason(config_copy: Path, breakage: str) -> None:
+    name, breaking, reason = BROKEN[breakage]
+    breaking(config_copy / name)
+    errors = _relative(errors_of(config_copy), config_copy)
+    assert any(e.startswith(f"{name}:") and reason in e for e in errors), errors
+
+
+def test_the_line_of_a_nul_byte_is_its_own(config_copy: Path) -> None:
+    main = config_copy / "dialplans" / "main.yaml"
+    lines = main.read_bytes().count(b"\n")
+    _append(main, b"# \x00\n")
+    errors = _relative(errors_of(config_copy), config_copy)
+    assert any(e.startswith(f"dialplans/main.yaml:{lines + 1}:") for e in errors), errors
+
+
+def test_a_fifo_among_the_flows_is_refused_not_waited_on(config_copy: Path) -> None:
+    fifo = config_copy / "dialplans" / "zz.yaml"
+    os.mkfifo(fifo)
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(errors_of(config_copy)), daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # free the check, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(5)
+    assert done, "the check waited on a FIFO"
+    assert any("zz.yaml:1: error: cannot read" in e and "not a regular file" in e
+               for e in done[0])  # fmt: skip
+
+
+def test_an_unreadable_folder_is_a_problem_not_a_traceback() -> None:
+    # As a user other than root (who reads anything): a folder of mode 000, in a
+    # folder that user may enter (pytest's own are the owner's alone).
+    top = Path(tempfile.mkdtemp(prefix="ivr-unreadable-"))
+    top.chmod(0o755)
+    root = top / "conf"
+    shutil.copytree(bundled_root(), root)
+    for folder in ("config", "dialplans"):
+        (root / folder).chmod(0)
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    try:
+        done = subprocess.run(
+            [*(as_nobody if os.geteuid() == 0 else []), sys.executable, "-m", "ivr.cli",
+             "check", str(root)],
+            capture_output=True, text=True, timeout=60, cwd="/",
+        )  # fmt: skip
+    finally:
+        for folder in ("config", "dialplans"):
+            (root / folder).chmod(0o755)
+        shutil.rmtree(top)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "config/hotline.yaml:1: error: cannot read" in done.stderr
+    assert "dialplans:1: error: cannot read" in done.stderr
+
+
+def test_a_flow_saved_as_yml_is_not_silently_left_out(config_copy: Path) -> None:
+    (config_copy / "dialplans" / "holiday.yml").write_text("flow: holiday\n", encoding="utf-8")
+    problems = [str(p) for p in check_folder(config_copy).problems]
+    assert any("holiday.yml:1: warning: not read" in p for p in problems), problems
+
+
+def test_true_is_not_a_ring_time(config_copy: Path) -> None:
+    main = config_copy / "dialplans" / "main.yaml"
+    edit(main, "timeout: 60", "timeout: true")
+    errors = _relative(errors_of(config_copy), config_copy)
+    assert any(e.startswith(f"dialplans/main.yaml:{line_of(main, 'timeout: true')}:")
+               for e in errors), errors  # fmt: skip
+
+
+def test_a_twilio_number_in_an_unknown_region_is_refused(config_copy: Path) -> None:
+    controller = config_copy / "config" / "controller.yaml"
+    edit(controller, '{line: "12345", region: xiamen}', '{line: "12345", region: xiamenn}')
+    edit(controller, '{line: "12315", region: fuzhou}', '{line: "99999", region: fuzhou}')
+    errors = errors_of(config_copy)
+    assert any(f"controller.yaml:{line_of(controller, 'xiamenn')}: error:" in e
+               and "unknown region 'xiamenn'" in e for e in errors), errors  # fmt: skip
+    assert any(f"controller.yaml:{line_of(controller, '99999')}: error:" in e
+               and "unknown line '99999'" in e for e in errors), errors  # fmt: skip
+
+
+def _relative(errors: list[str], root: Path) -> list[str]:
+    return [e.replace(f"{root}/", "") for e in errors]
