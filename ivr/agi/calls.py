@@ -31,7 +31,7 @@ from ivr.core.engine import (
     Instruction,
     PlayPrompt,
 )
-from ivr.core.privacy import mask_number
+from ivr.core.privacy import loggable, mask_number
 from ivr.core.routing import Call, Hotline, Route
 from ivr.core.transfer import TransferOutcome, split_at_answer, transfer_outcome
 from ivr.events import EventSink, NoEvents
@@ -44,6 +44,9 @@ _DIAL_OUTCOME = {"ANSWER": "answered", "NOANSWER": "noanswer", "BUSY": "busy"}
 # How long a connect (ringing and the conversation after it) may block before we
 # stop waiting on it.
 _CONVERSATION_CAP = 4 * 3600.0
+# GET DATA plays its prompt, then waits up to its timeout for each key: a menu's prompt
+# and a caller typing 20 digits slowly can take longer than one command may.
+_PROMPT_CAP_S = 120.0
 # Why a call was handed to the switch when the controller stopping cut its session
 # (or left a seat's transfer to end without it).
 CUT_BY_STOP = "controller_stopped"
@@ -109,8 +112,8 @@ class CallController:
         info = CallInfo(call.call_id, call.caller, route)
         log.info(
             "call %s to %s from %s: %s in %s (%s)",
-            call.call_id,
-            call.dialed,
+            loggable(call.call_id),
+            mask_number(call.dialed),  # a forwarded call may carry a mobile number here
             mask_number(call.caller),
             route.mode.value,
             route.region,
@@ -362,12 +365,14 @@ class _Channel:
                 log.warning("prompt %s not playable; going on", self.sound(instruction.prompt))
                 return None
         if isinstance(instruction, CollectDigits):
+            keys_s = instruction.max_digits * instruction.timeout
             try:
-                return agi.get_data(
-                    self.sound(instruction.prompt),
-                    instruction.timeout * 1000,
-                    instruction.max_digits,
-                )
+                with agi.command_timeout(_PROMPT_CAP_S + keys_s):
+                    return agi.get_data(
+                        self.sound(instruction.prompt),
+                        instruction.timeout * 1000,
+                        instruction.max_digits,
+                    )
             except AGIAppError:
                 log.warning("prompt %s not playable; no keys", self.sound(instruction.prompt))
                 return ""

@@ -41,6 +41,7 @@ from gevent.pool import Group
 from gevent.socket import wait as wait_on_watcher
 
 from ivr.agi.session import AgiSession, BadSession, CallerHungUp, SessionLimits, mask_text
+from ivr.core.privacy import loggable
 from ivr.listen import listen
 
 __all__ = ["AgiServer", "ErrorHook", "Handler", "ServerStats", "UnknownRoute"]
@@ -355,7 +356,7 @@ class AgiServer:
         route = session.script
         handler = self.handlers.get(route)
         if handler is None:
-            self._bad(session, f"unknown route {route!r}", counter="unknown_routes")
+            self._bad(session, f"unknown route '{loggable(route)}'", counter="unknown_routes")
             self._call_on_error(session, UnknownRoute(route))
             return
         try:
@@ -417,8 +418,8 @@ class AgiServer:
     def _done(self, session: AgiSession, outcome: str, exc: BaseException | None) -> None:
         log.info(
             "agi session done route=%s uniqueid=%s outcome=%s elapsed=%.3fs%s",
-            session.script,
-            session.uniqueid,
+            loggable(session.script),
+            loggable(session.uniqueid),
             outcome,
             session.elapsed,
             f" detail={mask_text(str(exc))}" if exc is not None else "",

@@ -43,7 +43,7 @@ from asterisk.agi import (
 )
 from gevent.hub import Waiter, get_hub
 
-from ivr.core.privacy import mask_text
+from ivr.core.privacy import loggable, mask_number, mask_text
 
 __all__ = [
     "AgiSession",
@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 
 ResultDict = dict[str, tuple[str, str]]
 
+# Environment fields that carry a phone number, masked whole in the debug log.
+_NUMBER_FIELDS = frozenset({"agi_callerid", "agi_dnid", "agi_rdnis", "agi_extension"})
 _ENV_LINE = re.compile(r"(agi_[A-Za-z0-9_]+):[ \t]?(.*)")
 # A whole block of such lines (no CR), checked in one match rather than line by line.
 _ENV_BLOCK = re.compile(r"(?:agi_[A-Za-z0-9_]+:[^\n\r]*\n)*agi_[A-Za-z0-9_]+:[^\n\r]*")
@@ -309,7 +311,10 @@ class AgiSession(AGI):
             log.debug(
                 "agi env peer=%s %s",
                 self.peer,
-                mask_text(" ".join(f"{k}={v!r}" for k, v in self.env.items())),
+                " ".join(
+                    f"{k}={mask_number(v) if k in _NUMBER_FIELDS and v else loggable(v, 80)}"
+                    for k, v in self.env.items()
+                ),
             )
 
     def close(self) -> None:
@@ -346,14 +351,15 @@ class AgiSession(AGI):
         `seconds`, and after it the session has at least a fresh
         `session_deadline` for what follows (reading the dial status, ...).
         """
-        before = self._result_timeout
+        before, deadline = self._result_timeout, self._deadline
         self._result_timeout = seconds
-        self._deadline = max(self._deadline, time.monotonic() + seconds)
+        self._deadline = max(deadline, time.monotonic() + seconds)
         try:
             yield
         finally:
             self._result_timeout = before
-            self._deadline = max(self._deadline, time.monotonic() + self.limits.session_deadline)
+            # (not the block's own: a Queue that returned at once leaves no 4-hour session)
+            self._deadline = max(deadline, time.monotonic() + self.limits.session_deadline)
 
     @contextlib.contextmanager
     def hangup_expected(self, grace: float = CONNECT_HANGUP_GRACE_S) -> Iterator[None]:

@@ -30,12 +30,24 @@ def mask_number(number: str | None) -> str:
 # Digit runs long enough to be a phone number. Runs glued to a '.' followed by
 # digits (uniqueids like 1732612345.17, IP addresses) stay readable because logs
 # need them to follow a call.
-_LONG_DIGITS = re.compile(r"(?<![\d.])\+?\d{6,}(?!\d|\.\d)")
+# Written in groups too: 139 8765 4321, 139-8765-4321, 0591-8765 4321, +86 139…; a
+# group-written number starts with 0 or 1 (trunk prefix, mobile) or +, which leaves
+# dates (2024-06-03) and times readable.
+_LONG_DIGITS = re.compile(
+    r"(?<![\d.])(?:(?:\+\d{1,3}[ -]?)?[01]\d{1,4}(?:[ -]\d{2,8}){1,3}|\+?\d{6,})(?!\d|\.\d)"
+)
 
 
 def mask_text(text: str) -> str:
     """Mask every phone-number-like digit run in a log string."""
-    return _LONG_DIGITS.sub(lambda m: mask_number(m.group(0)), text)
+    return _LONG_DIGITS.sub(_mask_match, text)
+
+
+def _mask_match(m: re.Match[str]) -> str:
+    text = m.group(0)
+    if len(_DIGITS.findall(text)) < 6:
+        return text  # "1 30" and the like: too short to be a number
+    return mask_number(text)
 
 
 def loggable(value: object, limit: int = 64) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import socket
@@ -450,7 +451,15 @@ def test_no_stderr_chatter_and_numbers_masked_in_logs(pair, pool, caplog, capfd)
 
 def test_mask_text_examples() -> None:
     assert mask_text("Dial PJSIP/13912340000@trunk") == "Dial PJSIP/139****0000@trunk"
-    assert mask_text("call 12345 from 0591-87654321") == "call 12345 from 0591-******21"
+    assert mask_text("call 12345 from 0591-87654321") == "call 12345 from 059****4321"
+    # written in groups, as a caller name or a forwarded number may be
+    assert mask_text("name 139 8765 4321.") == "name 139****4321."
+    assert mask_text("name 139-8765-4321") == "name 139****4321"
+    assert mask_text("from +86 139 8765 4321") == "from 139****4321"
+    # dates, times and short figures stay readable
+    assert mask_text("window 2024-06-03 to 2024-09-02, 1 30 s") == (
+        "window 2024-06-03 to 2024-09-02, 1 30 s"
+    )
     assert mask_text("uniqueid 1732612345.17 on 127.0.0.1") == (
         "uniqueid 1732612345.17 on 127.0.0.1"
     )
@@ -658,3 +667,33 @@ def test_a_bad_lines_excerpt_is_masked_before_it_is_cut() -> None:
         shown = _preview("x" * pad + "13912340000" + "y" * 40)
         assert "13912" not in shown, (pad, shown)  # 5 digits would not be masked alone
         assert len(shown) <= 60 + 5  # quotes and the ellipsis
+
+
+def test_a_connect_that_returns_at_once_leaves_the_session_its_own_deadline() -> None:
+    # A Queue gets hours (it returns when the conversation ends); one that returns at
+    # once must not leave the rest of the session with those hours.
+    ours, theirs = socket.socketpair()
+    agi = AgiSession(ours, SessionLimits(env_timeout=1.0, result_timeout=1.0,
+                                         session_deadline=0.5))  # fmt: skip
+    peer = FakeAsterisk(theirs, timeout=10)
+    peer.send_env()
+
+    def asterisk() -> None:  # slow but never idle: each answer within result_timeout
+        with contextlib.suppress(OSError):
+            while peer.read_command() is not None:
+                time.sleep(0.1)
+                peer.reply("200 result=0")
+
+    threading.Thread(target=asterisk, daemon=True).start()
+    agi.read_env()
+    with agi.command_timeout(30.0):
+        agi.appexec("Queue", "seats")
+    started = time.monotonic()
+    try:
+        with pytest.raises(SessionTimeout, match="deadline"):
+            for _ in range(30):  # 3 s of commands
+                agi.answer()
+        assert time.monotonic() - started < 1.5
+    finally:
+        agi.close()
+        peer.close()

@@ -4,6 +4,7 @@ what it does with Asterisk's answers. The real Asterisk is in tests/lab."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import socket
 import threading
@@ -17,8 +18,9 @@ import pytest
 from ivr.agi.calls import AsteriskSettings, CallController, CallInfo, _Channel
 from ivr.agi.glue import confbridge_conf, extensions_conf, queues_conf
 from ivr.agi.server import AgiServer
+from ivr.agi.session import AgiSession, SessionLimits
 from ivr.core.clock import SHANGHAI
-from ivr.core.engine import Connect
+from ivr.core.engine import CollectDigits, Connect
 from ivr.core.routing import Call, Hotline, Target
 from ivr.paths import bundled_root
 
@@ -469,3 +471,66 @@ def test_asterisk_breaking_off_mid_call_still_ends_the_call_record(
     run_call(controller, respond, agi_arg_1="putian-ct")
     ended = [e for _, es in recorder.calls for e in es if e["type"] == "call_ended"]
     assert len(ended) == 1 and ended[0]["target_kind"] == "seats"
+
+
+# -- numbers in the log ----------------------------------------------------------------
+
+MOBILE = "13987654321"
+
+
+def test_a_dialed_mobile_number_is_masked_in_the_call_line(
+    controller, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A forwarded call can reach the trunk with a mobile number as its DNID.
+    caplog.set_level(logging.INFO)
+    run_call(controller, asterisk(), agi_dnid=MOBILE, agi_arg_1="fuzhou-ct")
+    assert "to 139****4321 from" in caplog.text
+    assert MOBILE not in caplog.text
+
+
+def test_an_unknown_route_named_by_a_number_is_masked(
+    controller, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    peer = FakeAsterisk.connect(controller)
+    peer.send_env(f"incoming_call/{MOBILE}")
+    assert peer.read_command() is None
+    peer.close()
+    assert "unknown route" in caplog.text
+    assert MOBILE not in caplog.text
+
+
+@pytest.mark.parametrize("name", ["139 8765 4321", "139-8765-4321", MOBILE])
+def test_the_debug_environment_line_masks_caller_names(
+    controller, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="ivr.agi")
+    run_call(controller, asterisk(), agi_calleridname=name, agi_rdnis=MOBILE,
+             agi_arg_1="fuzhou-ct")  # fmt: skip
+    assert "agi env" in caplog.text
+    assert name not in caplog.text and MOBILE not in caplog.text
+
+
+def test_a_caller_typing_slowly_is_not_cut_off(hotline: Hotline) -> None:
+    # GET DATA waits its timeout for each key after the prompt: 4 keys at up to 1 s
+    # each may outlast one command's result timeout (1 s here, for the real 60).
+    ours, theirs = socket.socketpair()
+    agi = AgiSession(ours, SessionLimits(env_timeout=1.0, result_timeout=1.0))
+    peer = FakeAsterisk(theirs, timeout=5)
+    peer.send_env("incoming_call")
+    agi.read_env()
+
+    def asterisk() -> None:
+        peer.read_command()
+        time.sleep(2.0)  # four keys 0.5 s apart
+        with contextlib.suppress(OSError):
+            peer.reply("200 result=1234")
+
+    threading.Thread(target=asterisk, daemon=True).start()
+    call = Call(dialed="12345", now=datetime(2026, 1, 5, 10, tzinfo=SHANGHAI), region="fuzhou")
+    channel = _Channel(agi, hotline, hotline.route(call), AsteriskSettings())
+    try:
+        assert channel.do(CollectDigits("emergency_menu", max_digits=4, timeout=1)) == "1234"
+    finally:
+        agi.close()
+        peer.close()
