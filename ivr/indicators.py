@@ -47,6 +47,7 @@ class _Call:
     transfers_ok: int = 0
     transfers_failed: int = 0
     grade: str | None = None
+    seen: set[str] = field(default_factory=set)  # seq numbers counted (add())
 
 
 @dataclass
@@ -129,7 +130,8 @@ class Indicators:
     gunicorn worker publishes its own webhooks' events, and one that spooled through
     a Redis outage sends them after another worker's later ones. So events of a call
     not offered yet are held until it is, and a late event of a call already counted
-    counts it again, corrected. Both are bounded; what is older is not counted."""
+    counts it again, corrected. Both are bounded; what is older is not counted. An
+    event read twice (the same call and seq: a replay, a second reader) counts once."""
 
     def __init__(self) -> None:
         self.open: dict[str, _Call] = {}
@@ -142,6 +144,8 @@ class Indicators:
         """One event as read from the stream (its fields as the schema names them)."""
         kind = event.get("type")
         call_id = str(event.get("call_id", ""))
+        if self._repeated(call_id, kind, event.get("seq")):
+            return
         if kind == "call_offered":
             self.offer(call_id, str(event.get("region", "")), str(event.get("line", "")),
                        _hour(event))  # fmt: skip
@@ -156,6 +160,22 @@ class Indicators:
             grade = str(event.get("label") or event.get("grade_label") or "")
         if not self.fold(kind, call_id, event, grade) and kind in COUNTED:
             self._hold(call_id, event)
+
+    def _repeated(self, call_id: str, kind: Any, seq: Any) -> bool:
+        """Was this event counted already? Its call's other events are known by seq;
+        a second call_offered would start the call over."""
+        call = self.open.get(call_id) or self.ended.get(call_id)
+        if call is None:
+            return False
+        if kind == "call_offered":
+            return True
+        if seq is None:
+            return False
+        key = str(seq)
+        if key in call.seen:
+            return True
+        call.seen.add(key)
+        return False
 
     def _hold(self, call_id: str, event: Mapping[str, Any]) -> None:
         if self._held >= EARLY_MAX:  # the oldest call's events: its start is not coming

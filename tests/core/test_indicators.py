@@ -189,3 +189,52 @@ def test_events_of_a_call_offered_before_the_window_are_not_counted() -> None:
     ]
     indicators = Indicators().extend(late)
     assert indicators.rows() == []
+
+
+# -- an event read twice counts once (docs/events.md: event_id is the idempotence key) --
+
+
+def _event(type_: str, seq: int, **fields: object) -> dict:
+    return {"type": type_, "call_id": "c1", "seq": str(seq), "region": "fuzhou",
+            "line": "12345", "ts_local": T.format(5), **fields}  # fmt: skip
+
+
+def test_a_call_offered_read_again_mid_call_does_not_start_it_over() -> None:
+    offered = _event("call_offered", 1)
+    events = [offered, _event("queued", 2),
+              _event("answered", 3, wait_s="5.0", total_wait_s="5.0"),
+              offered, _event("call_ended", 4)]  # fmt: skip
+    (row,) = Indicators().extend(events).rows(by=("region",))
+    assert (row["offered"], row["asked_for_person"], row["answered_by_person"]) == (1, 1, 1)
+
+
+def test_a_call_offered_read_again_after_the_end_leaves_nothing_in_progress() -> None:
+    offered = _event("call_offered", 1)
+    indicators = Indicators().extend([offered, _event("queued", 2), _event("call_ended", 3),
+                                      offered])  # fmt: skip
+    assert indicators.open == {}
+
+
+def test_a_transfer_failure_read_twice_counts_once() -> None:
+    failed = _event("transfer_failed", 3, kind="sub_centre", target="fuzhou-12366",
+                    outcome="noanswer")  # fmt: skip
+    events = [_event("call_offered", 1), _event("queued", 2), failed, failed,
+              _event("queued", 4), _event("answered", 5, wait_s="5.0", total_wait_s="25.0"),
+              _event("transferred", 6, kind="sub_centre", target="fuzhou-12366"),
+              _event("call_ended", 7)]  # fmt: skip
+    (row,) = Indicators().extend(events).rows(by=("region",))
+    assert row["transfer_success_rate"] == 0.5  # one of two tries, not one of three
+
+
+def test_a_late_copy_of_a_counted_call_changes_nothing() -> None:
+    failed = _event("transfer_failed", 3, kind="sub_centre", target="fuzhou-12366",
+                    outcome="noanswer")  # fmt: skip
+    events = [_event("call_offered", 1), _event("queued", 2), failed,
+              _event("queued", 4), _event("answered", 5, wait_s="5.0", total_wait_s="25.0"),
+              _event("transferred", 6, kind="sub_centre", target="fuzhou-12366"),
+              _event("call_ended", 7)]  # fmt: skip
+    indicators = Indicators().extend(events)
+    before = indicators.rows(by=("region",))
+    indicators.extend([failed])  # read again, after the call ended
+    assert indicators.rows(by=("region",)) == before
+    assert before[0]["transfer_success_rate"] == 0.5
