@@ -17,7 +17,7 @@ from ivr.core.clock import SHANGHAI, parse_when
 from ivr.core.dialplan import json_schema
 from ivr.core.routing import Call
 from ivr.paths import default_root
-from ivr.regression import default_case_files, run_file
+from ivr.regression import SAMPLE_CALLER, default_case_files, run_file, simulated_caller
 from ivr.simulate import World, render_text, simulate
 
 SCHEMA_FILE = Path("dialplans") / "dialplan.schema.json"
@@ -50,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="print the path a call takes")
     _config_option(sim)
     sim.add_argument("--to", required=True, help="the dialed number")
-    sim.add_argument("--from", dest="caller", help="the caller's number")
+    sim.add_argument(
+        "--from",
+        dest="caller",
+        default=SAMPLE_CALLER,
+        help=f'the caller\'s number, or "withheld" (default {SAMPLE_CALLER})',
+    )
     where = sim.add_mutually_exclusive_group()
     where.add_argument("--trunk", help="the trunk the call came in on")
     where.add_argument("--region", help="the region, when the switch already knows it")
@@ -226,7 +231,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     call = Call(
         dialed=args.to,
         now=now,
-        caller=args.caller,
+        caller=simulated_caller(args.caller),
         trunk=args.trunk,
         region=args.region,
         call_id="simulated",

@@ -22,9 +22,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The caller of a case or a simulated call that names none: a number that can be
+# called back, as most callers have. "withheld" simulates a caller without one.
+SAMPLE_CALLER = "13900000000"
+
+
+def simulated_caller(text: str | None) -> str | None:
+    return None if text in (None, "", "withheld") else text
+
+
 class CaseCall(_Strict):
     to: str
-    caller: str | None = Field(default=None, alias="from")
+    caller: str = Field(default=SAMPLE_CALLER, alias="from",
+                        description='the caller\'s number, or "withheld"')  # fmt: skip
     trunk: str | None = None
     region: str | list[str] | None = None
     at: str = Field(description="ISO date-time; local (Asia/Shanghai) when it has no offset")
@@ -109,7 +119,7 @@ def run_case(hotline: Hotline, case: Case, region: str | None, file: str, line: 
     call = Call(
         dialed=case.call.to,
         now=parse_when(case.call.at),
-        caller=case.call.caller,
+        caller=simulated_caller(case.call.caller),
         trunk=case.call.trunk,
         region=region,
         call_id=f"case-{line}",

@@ -50,8 +50,10 @@ FACTS: dict[str, tuple[str, ...]] = {
     "phase": ("before_retirement", "transition", "after_transition"),
     "after_window": ("forward", "announce_and_hangup"),
     "seats": ("kept", "cancelled"),
+    # withheld: no number to call back (a flow should not offer a callback)
+    "caller": ("known", "withheld"),
 }
-Fact = Literal["phase", "after_window", "seats"]
+Fact = Literal["phase", "after_window", "seats", "caller"]
 
 # What a tag value may quote: {line} and friends are filled in per call.
 TAG_FIELDS = ("line", "line_name", "department", "region", "mode")

@@ -410,6 +410,8 @@ class CallSession:
             self._event("transferred", kind=target.kind, target=target.id)
 
     def _callback(self, reason: str) -> None:
+        if self.route.facts.get("caller") == "withheld":
+            return  # no number to call back: no task, and no event saying there is one
         region = self.hotline.directory.regions[self.route.region]
         kind = "missed_call_callback_created" if reason == "abandoned" else "callback_requested"
         abandoned_wait = self.state.tags.get("abandoned_wait_s")
@@ -515,7 +517,8 @@ class CallSession:
             answered=state.landed is not None,
             target_kind=target.get("kind", ""),
             target=target.get("id", ""),
-            fallbacks=len(state.fallbacks),
+            # failures of ours only: a flow's own edge for a busy queue is no failure
+            fallbacks=sum(1 for f in state.fallbacks if f["reason"] not in OUTCOMES),
             prompts=len(state.prompts),
         )
         return instruction or HangUp("caller_hung_up")

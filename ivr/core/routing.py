@@ -176,9 +176,28 @@ def decide_region(
     return directory.defaults.default_region, "default"
 
 
+def unrouted(directory: Directory, region: str | None, trunk: str | None) -> Route:
+    """Where a call goes when routing it failed (a failure of ours): the 12345 seats
+    of the region it was given or came in on, else the default region's."""
+    if not (region and region in directory.regions):
+        known_trunk = trunk and trunk in directory.trunks
+        region = directory.trunks[trunk].region if known_trunk else None  # type: ignore[index]
+    return Route(
+        MAIN_NUMBER,
+        Mode.MAIN,
+        region or directory.defaults.default_region,
+        "default",
+        FLOW_FOR_MODE[Mode.MAIN],
+        known=False,
+    )
+
+
 def route_call(directory: Directory, call: Call) -> Route:
     area_code, number = split_dialed(call.dialed)
     region, source = decide_region(directory, call, area_code, number)
+    # A number without digits ("anonymous", nothing) cannot be called back.
+    withheld = not any(ch.isdigit() for ch in call.caller or "")
+    facts: dict[str, str] = {"caller": "withheld" if withheld else "known"}
 
     if number in EMERGENCY_NUMBERS:
         return Route(
@@ -188,6 +207,7 @@ def route_call(directory: Directory, call: Call) -> Route:
             source,
             FLOW_FOR_MODE[Mode.EMERGENCY],
             True,
+            facts,
             line_name=f"{number} 紧急热线",
         )
     line = directory.line(number)
@@ -200,9 +220,9 @@ def route_call(directory: Directory, call: Call) -> Route:
             FLOW_FOR_MODE[Mode.MAIN],
             # a DID is a region's own number for its 12345 centre
             known=number == MAIN_NUMBER or source == "did",
+            facts=facts,
         )
 
-    facts: dict[str, str] = {}
     if line.mode is Mode.WHOLE_MERGE:
         window = directory.retirement(number, region)
         facts["phase"] = window.phase(call.now).value

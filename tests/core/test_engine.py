@@ -25,8 +25,13 @@ from ivr.core.routing import Call, Hotline
 NOON = datetime(2024, 6, 1, 12, 0, tzinfo=SHANGHAI)
 
 
+CALLER = "13912345678"
+
+
 def start(hotline: Hotline, dialed: str = "12345", region: str = "xiamen", now=NOON):
-    return CallSession.start(hotline, hotline.route(Call(dialed, now, region=region)))
+    return CallSession.start(
+        hotline, hotline.route(Call(dialed, now, region=region, caller=CALLER))
+    )
 
 
 def with_flows(hotline: Hotline, *flows: dict) -> Hotline:
@@ -137,7 +142,7 @@ def test_total_wait_runs_from_the_first_queue_with_the_offer_between(hotline: Ho
     # t=122 and answered 8 s later: the caller waited 30 s for a person, not 18.
     t = 100.0
     session, _ = CallSession.start(
-        hotline, hotline.route(Call("12345", NOON, region="longyan")), now=t
+        hotline, hotline.route(Call("12345", NOON, region="longyan", caller=CALLER)), now=t
     )
     session.resume(now=t)
     assert isinstance(session.resume(None, now=t), Connect)
@@ -153,7 +158,7 @@ def test_total_wait_runs_from_the_first_queue_with_the_offer_between(hotline: Ho
 def test_abandoned_between_attempts_waited_until_the_hang_up(hotline: Hotline) -> None:
     t = 100.0
     session, _ = CallSession.start(
-        hotline, hotline.route(Call("12345", NOON, region="longyan")), now=t
+        hotline, hotline.route(Call("12345", NOON, region="longyan", caller=CALLER)), now=t
     )
     session.resume(now=t)
     session.resume(None, now=t)
@@ -169,7 +174,7 @@ def test_abandoned_between_attempts_waited_until_the_hang_up(hotline: Hotline) -
 def test_a_requested_callback_carries_the_wait_so_far(hotline: Hotline) -> None:
     t = 100.0
     session, _ = CallSession.start(
-        hotline, hotline.route(Call("12345", NOON, region="longyan")), now=t
+        hotline, hotline.route(Call("12345", NOON, region="longyan", caller=CALLER)), now=t
     )
     session.resume(now=t)
     session.resume(None, now=t)
@@ -328,3 +333,40 @@ def test_a_hotline_with_other_flows_walks_its_own(hotline: Hotline) -> None:
     assert first == HangUp("custom_main")
     _, original = start(hotline)
     assert original == AnswerCall(early_media=False)
+
+
+def test_an_overflow_taken_by_the_flow_is_no_fallback(hotline: Hotline) -> None:
+    # A busy hour sends callers through the overflow offer by the flow's own edges:
+    # call_ended.fallbacks counts failures of ours, which an alert may watch.
+    session, _ = start(hotline, region="longyan")
+    session.resume()
+    session.resume()
+    session.resume(ConnectResult("noanswer", wait_s=60.0))
+    session.resume("1")  # a callback, booked
+    while not session.state.done:
+        session.resume(None)
+    ended = next(e for e in session.take_events() if e["type"] == "call_ended")
+    assert ended["fallbacks"] == 0
+    assert session.summary()["fallbacks"][0]["reason"] == "noanswer"  # still listed
+
+
+def test_a_failure_of_ours_counts_as_a_fallback(hotline: Hotline) -> None:
+    session, _ = start(hotline, region="longyan")
+    session.resume()
+    session.handed_to_switch("controller_error")
+    ended = next(e for e in session.take_events() if e["type"] == "call_ended")
+    assert ended["fallbacks"] == 1
+
+
+def test_a_withheld_caller_who_hangs_up_is_abandoned_with_no_callback_event(
+    hotline: Hotline,
+) -> None:
+    # No number, no task: an event saying a callback was created would be counted.
+    session, _ = CallSession.start(hotline, hotline.route(Call("12345", NOON, region="xiamen")))
+    session.resume()
+    session.resume()
+    session.caller_hung_up(wait_s=30.0)
+    kinds = [e["type"] for e in session.take_events()]
+    assert "abandoned" in kinds
+    assert "missed_call_callback_created" not in kinds
+    assert session.summary()["target"] == {"kind": "hangup", "id": "caller_hung_up"}

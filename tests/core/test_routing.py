@@ -8,7 +8,7 @@ import pytest
 
 from ivr.core.clock import SHANGHAI
 from ivr.core.directory import Mode
-from ivr.core.routing import Call, Hotline, resolve_target, split_dialed
+from ivr.core.routing import Call, Hotline, resolve_target, split_dialed, unrouted
 
 NOON = datetime(2024, 6, 1, 12, 0, tzinfo=SHANGHAI)
 
@@ -91,13 +91,17 @@ def test_unknown_number_is_a_call_to_12345(hotline: Hotline) -> None:
 def test_retired_line_facts_follow_the_clock(hotline: Hotline) -> None:
     inside = hotline.route(Call("12358", datetime(2022, 1, 1, tzinfo=SHANGHAI)))
     after = hotline.route(Call("12336", datetime(2022, 3, 1, tzinfo=SHANGHAI)))
-    assert inside.facts == {"phase": "transition", "after_window": "forward"}
-    assert after.facts == {"phase": "after_transition", "after_window": "announce_and_hangup"}
+    assert inside.facts == {"phase": "transition", "after_window": "forward",
+                            "caller": "withheld"}  # fmt: skip
+    assert after.facts == {"phase": "after_transition", "after_window": "announce_and_hangup",
+                           "caller": "withheld"}  # fmt: skip
 
 
 def test_dual_line_seats_fact_per_region(hotline: Hotline) -> None:
-    assert hotline.route(Call("12348", NOON, region="fuzhou")).facts == {"seats": "kept"}
-    assert hotline.route(Call("12348", NOON, region="longyan")).facts == {"seats": "cancelled"}
+    fuzhou = hotline.route(Call("12348", NOON, region="fuzhou", caller="13912345678"))
+    assert fuzhou.facts == {"seats": "kept", "caller": "known"}
+    longyan = hotline.route(Call("12348", NOON, region="longyan", caller="13912345678"))
+    assert longyan.facts == {"seats": "cancelled", "caller": "known"}
 
 
 def test_targets_resolve_per_region(hotline: Hotline) -> None:
@@ -116,3 +120,26 @@ def test_targets_resolve_per_region(hotline: Hotline) -> None:
     sanming = hotline.route(Call("12345", NOON, region="sanming"))
     assert resolve_target(directory, sanming, "dialect_seat") is None
     assert resolve_target(directory, main_xm, "kept_seats") is None  # 12345 has none
+
+
+def test_a_call_routing_failed_on_goes_to_the_seats_of_its_region_or_the_default(
+    hotline: Hotline,
+) -> None:
+    directory = hotline.directory
+    assert unrouted(directory, "xiamen", "fuzhou-ct").region == "xiamen"  # given
+    assert unrouted(directory, None, "fuzhou-ct").region == "fuzhou"  # its trunk's
+    assert unrouted(directory, "nowhere", "no-trunk").region == directory.defaults.default_region
+    route = unrouted(directory, None, None)
+    assert (route.line, route.mode.value, route.known) == ("12345", "main", False)
+
+
+@pytest.mark.parametrize(
+    ("caller", "fact"),
+    [("13912345678", "known"), ("+86 591 8765 4321", "known"), (None, "withheld"),
+     ("", "withheld"), ("anonymous", "withheld")],
+)  # fmt: skip
+def test_a_caller_without_a_number_is_withheld(
+    hotline: Hotline, caller: str | None, fact: str
+) -> None:
+    for dialed in ("12345", "110", "12358"):
+        assert hotline.route(Call(dialed, NOON, caller=caller)).facts["caller"] == fact
