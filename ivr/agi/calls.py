@@ -32,7 +32,7 @@ from ivr.core.engine import (
     PlayPrompt,
 )
 from ivr.core.privacy import loggable, mask_number
-from ivr.core.routing import Call, Hotline, Route
+from ivr.core.routing import Call, Hotline, Route, unrouted
 from ivr.core.transfer import TransferOutcome, split_at_answer, transfer_outcome
 from ivr.events import EventSink, NoEvents
 
@@ -100,15 +100,24 @@ class CallController:
         env = agi.env
         args = agi.args
         dnid = env.get("agi_dnid", "")
-        call = Call(
-            dialed=dnid if dnid not in ("", "unknown") else env.get("agi_extension", ""),
-            now=self.clock(),
-            caller=env.get("agi_callerid") or None,
-            trunk=args[0] if args and args[0] else None,
-            region=args[1] if len(args) > 1 and args[1] else None,
-            call_id=agi.uniqueid,
-        )
-        route = hotline.route(call)
+        trunk = args[0] if args and args[0] else None
+        region = args[1] if len(args) > 1 and args[1] else None
+        try:
+            call = Call(
+                dialed=dnid if dnid not in ("", "unknown") else env.get("agi_extension", ""),
+                now=self.clock(),
+                caller=env.get("agi_callerid") or None,
+                trunk=trunk,
+                region=region,
+                call_id=agi.uniqueid,
+            )
+            route = hotline.route(call)
+        except Exception:
+            # Returning leaves the caller to the glue's 12345 queue; the call still counts.
+            log.exception("call %s: could not be routed; handing the caller to the seats",
+                          loggable(agi.uniqueid))  # fmt: skip
+            self._record_unrouted(agi, hotline, region, trunk)
+            return
         info = CallInfo(call.call_id, call.caller, route)
         log.info(
             "call %s to %s from %s: %s in %s (%s)",
@@ -147,6 +156,18 @@ class CallController:
             if not live.parked.is_set():
                 self.live.remove(call.call_id)
             self._publish(info, session)
+
+    def _record_unrouted(
+        self, agi: AgiSession, hotline: Hotline, region: str | None, trunk: str | None
+    ) -> None:
+        try:
+            route = unrouted(hotline.directory, region, trunk)
+            session, _ = CallSession.start(hotline, route)
+            session.handed_to_switch("controller_error")
+            info = CallInfo(agi.uniqueid, agi.env.get("agi_callerid") or None, route)
+            self._publish(info, session)
+        except Exception:
+            log.exception("call %s: not recorded", loggable(agi.uniqueid))
 
     def _walk(
         self,
@@ -272,10 +293,10 @@ class CallController:
         status = args[1] if len(args) > 1 else ""
         live = self.live.get(agi.uniqueid)
         if live is None or not live.parked.is_set():
+            # (restarted since the transfer began): the glue's preset fallback queues
+            # them, as it does when we cannot be reached at all.
             log.warning("call %s: back from a transfer the controller does not know",
                         agi.uniqueid)  # fmt: skip
-            if kind == "one_key" and status != "ANSWER":
-                agi.set_variable(var.RESULT, var.RESULT_FALLBACK)  # the glue queues them
             return
         session, info = live.session, live.info
         channel = _Channel(agi, session.hotline, info.route, self.settings)

@@ -91,7 +91,9 @@ def _transfer_contexts(hotline: Hotline) -> list[str]:
 
     After the transfer the caller comes back to the controller (transfer_ended), for the
     survey, or, when a one-key target did not answer, for the seats again; a hang-up
-    handler tells the controller when the caller leaves first.
+    handler tells the controller when the caller leaves first. IVR_RESULT is preset to
+    fallback: a controller that cannot finish (stopped, restarted, a broken session)
+    leaves the caller to the seats, as when it cannot be reached at all.
     """
     room, dial, ring = var.TRANSFER_ROOM, var.TRANSFER_DIAL, var.TRANSFER_RING_S
     # The controller was not reached, or failed and asked the glue to take over.
@@ -104,7 +106,7 @@ def _transfer_contexts(hotline: Hotline) -> list[str]:
         "exten => caller,1,Set(CHANNEL(hangup_handler_push)=ivr-transfer-end,s,1)",
         f" same => n,ConfBridge(${{{room}}},{CONFBRIDGE_BRIDGE},{CONFBRIDGE_CALLER})",
         " same => n,Set(CHANNEL(hangup_handler_pop)=)",
-        f" same => n,Set({var.RESULT}=)",
+        f" same => n,Set({var.RESULT}={var.RESULT_FALLBACK})",
         " same => n,AGI(${IVR_AGI}/transfer_ended,three_way)",
         f" same => n,GotoIf({fell_back}?ivr-transfer-fallback,s,1)",
         " same => n,Hangup()",
@@ -118,7 +120,7 @@ def _transfer_contexts(hotline: Hotline) -> list[str]:
         "exten => caller,1,Set(CHANNEL(hangup_handler_push)=ivr-transfer-end,s,1)",
         f" same => n,Dial(${{{dial}}},${{{ring}}},g)",
         " same => n,Set(CHANNEL(hangup_handler_pop)=)",
-        f" same => n,Set({var.RESULT}=)",
+        f" same => n,Set({var.RESULT}={var.RESULT_FALLBACK})",
         " same => n,AGI(${IVR_AGI}/transfer_ended,one_key,${DIALSTATUS})",
         f" same => n,GotoIf({fell_back}?ivr-transfer-fallback,s,1)",
         ' same => n,GotoIf($["${DIALSTATUS}" = "ANSWER"]?done)',

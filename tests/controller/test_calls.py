@@ -24,7 +24,7 @@ from ivr.core.engine import CollectDigits, Connect
 from ivr.core.routing import Call, Hotline, Target
 from ivr.paths import bundled_root
 
-from agi.fake_asterisk import FakeAsterisk
+from agi.fake_asterisk import CALLER, FakeAsterisk
 
 Responder = Callable[[str], str]
 
@@ -353,12 +353,18 @@ def test_a_failure_of_ours_hands_the_caller_to_the_seats(hotline: Hotline, recor
     server = AgiServer(("127.0.0.1", 0), calls.routes())
     address = server.start()
     try:
-        commands = run_call(address, asterisk(), agi_dnid="12358")
+        commands = run_call(address, asterisk(), agi_dnid="12358", agi_arg_1="fuzhou-ct")
     finally:
         server.stop()
     # the route could not even be decided: closing hands the call to the glue's queue
     assert "HANGUP" not in commands
     assert not any(c.startswith("EXEC") for c in commands)
+    # and the call still counts, at the seats of the region it came in on
+    events = [e for _, es in recorder.calls for e in es]
+    assert [e["type"] for e in events] == ["call_offered", "call_ended"]
+    assert events[1]["target_kind"] == "seats" and events[1]["target"] == "fuzhou-12345"
+    (info, _) = recorder.calls[0]
+    assert info.route.region == "fuzhou" and info.caller == CALLER
 
 
 def test_an_error_mid_call_sets_the_fallback_and_returns(hotline: Hotline, recorder) -> None:

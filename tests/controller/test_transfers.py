@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -458,10 +459,77 @@ def test_manager_refusing_the_login_leaves_the_call_as_it_was(rig: Rig) -> None:
     peer.close()
 
 
-def test_back_from_a_transfer_the_controller_forgot_still_reaches_the_seats(rig: Rig) -> None:
-    # e.g. the controller restarted while the caller rang 110 and nobody answered
-    commands = rig.back_from_transfer("one_key", "NOANSWER")
-    assert commands == ['SET VARIABLE "IVR_RESULT" "fallback"']
+def glue_after(hotline: Hotline, context: str, commands: list[str]) -> str:
+    """Where the shipped glue sends a caller whose transfer_ended session sent
+    `commands` and returned with the caller still on the line (no HANGUP)."""
+    text = extensions_conf(hotline).split(f"[{context}]")[1].split("\n[")[0]
+    before, after = text.split("/transfer_ended,", 1)
+    (preset,) = re.findall(r"Set\(IVR_RESULT=([^)]*)\)", before)
+    result = preset
+    for command in commands:
+        if command.startswith('SET VARIABLE "IVR_RESULT"'):
+            result = command.split('"')[3]
+    if "HANGUP" in commands:
+        return "hung up by the controller"
+    assert 'GotoIf($["${AGISTATUS}" = "FAILURE" | "${IVR_RESULT}" = "fallback"]' in after
+    return "seats" if result == "fallback" else f"the dialplan goes on ({result or 'unset'})"
+
+
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [
+        # the controller restarted while the caller rang 110 and nobody answered
+        (("one_key", "NOANSWER"), "seats"),
+        # ... or had their call with 110, which has ended: as when the controller
+        # cannot be reached (tests/lab), the seats take them again
+        (("one_key", "ANSWER"), "seats"),
+        # restarted during a three-way call: as when it cannot be reached, the seats
+        (("three_way",), "seats"),
+    ],
+)
+def test_back_from_a_transfer_the_controller_forgot(
+    rig: Rig, hotline: Hotline, args: tuple[str, ...], where: str
+) -> None:
+    commands = rig.back_from_transfer(*args)
+    assert glue_after(hotline, "ivr-one-key" if args[0] == "one_key" else "ivr-three-way",
+                      commands) == where  # fmt: skip
+
+
+@pytest.mark.parametrize("how", ["a garbled reply", "the controller stopping"])
+def test_a_survey_after_a_transfer_that_breaks_off_leaves_the_caller_to_the_seats(
+    hotline: Hotline, how: str
+) -> None:
+    rig = Rig(hotline, FakeManager())
+    try:
+        peer = rig.queued_call()
+        rig.transfers.transfer(UNIQUEID, "sub_centre:12366")
+        rig.pulled_out_of_the_queue(peer)
+        rig.wait_for("transferred")
+        back = FakeAsterisk.connect(rig.address)
+        back.send_env("transfer_ended", agi_arg_1="three_way")
+        commands = [back.read_command()]  # the survey's GET DATA
+        if how == "a garbled reply":
+            back.reply("garbage")
+        else:
+            threading.Thread(target=rig.server.stop, kwargs={"grace": 0.2}).start()
+        while (command := back.read_command()) is not None:
+            commands.append(command)
+            back.reply("200 result=1")
+        assert rig.wait_for("call_ended")["target_kind"] == "seats"  # as recorded
+        assert glue_after(hotline, "ivr-three-way", commands) == "seats"
+    finally:
+        rig.close()
+
+
+def test_a_survey_after_a_transfer_ends_with_the_controller_hanging_up(
+    rig: Rig, hotline: Hotline
+) -> None:
+    peer = rig.queued_call()
+    rig.transfers.transfer(UNIQUEID, "sub_centre:12366")
+    rig.pulled_out_of_the_queue(peer)
+    rig.wait_for("transferred")
+    commands = rig.back_from_transfer("three_way", keys={"ivr/survey_question": "5"})
+    assert glue_after(hotline, "ivr-three-way", commands) == "hung up by the controller"
 
 
 def a_live_call(hotline: Hotline, call_id: str, age_s: float = 0.0) -> LiveCall:
