@@ -257,3 +257,52 @@ def test_simulate_shows_the_moment_in_shanghai_time(capsys: pytest.CaptureFixtur
     # 20:00 UTC on 28 February is already 1 March in Fuzhou: the window has closed
     result = simulate_json(capsys, "--to", "12358", "--at", "2022-02-28T20:00Z")
     assert result["at"] == "2022-03-01T04:00:00+08:00"
+
+
+# -- ivr diff: what a change does, before it goes live ---------------------------------
+
+
+def test_diff_shows_which_calls_go_elsewhere(
+    capsys: pytest.CaptureFixture[str], config_copy: Path
+) -> None:
+    lines = config_copy / "config" / "lines.yaml"
+    text = lines.read_text(encoding="utf-8")
+    lines.write_text(text.replace("    seats: kept                 # assumption",
+                                  "    seats: cancelled            # now", 1),
+                     encoding="utf-8")  # fmt: skip
+    code, out, _ = run(capsys, "diff", str(bundled_root()), str(config_copy))
+    assert code == 1
+    assert "12315 in xiamen\n" in out
+    assert "target: {kind: kept_seats, id: xiamen-12315} -> {kind: seats, id: xiamen-12345}" in out
+    assert "12345 in" not in out  # nothing else moved
+    assert out.rstrip().endswith("10 call(s) would go otherwise")
+
+
+def test_diff_shows_the_days_a_shorter_window_changes(
+    capsys: pytest.CaptureFixture[str], config_copy: Path
+) -> None:
+    hotline = config_copy / "config" / "hotline.yaml"
+    text = hotline.read_text(encoding="utf-8")
+    hotline.write_text(text.replace("prompt_until: 2022-02-28", "prompt_until: 2022-01-31", 1),
+                       encoding="utf-8")  # fmt: skip
+    code, out, _ = run(capsys, "diff", str(bundled_root()), str(config_copy), "--at", "2022-01-10")
+    assert code == 1
+    # the transition prompt no longer plays in February: the days either side show it
+    first = next(line for line in out.splitlines() if "facts:" in line)
+    assert "2022-02-01" in first and "2022-02-28" in first and "2022-01-10" not in first
+    assert "phase: transition" in first and "phase: after_transition" in first
+
+
+def test_diff_of_the_same_configuration_is_empty(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "diff", str(bundled_root()), str(bundled_root()))
+    assert (code, out) == (0, "no call would go otherwise\n")
+
+
+def test_diff_refuses_a_broken_folder_with_its_problems(
+    capsys: pytest.CaptureFixture[str], config_copy: Path
+) -> None:
+    main_flow = config_copy / "dialplans" / "main.yaml"
+    main_flow.write_text(main_flow.read_text() + "\n  - id: [\n", encoding="utf-8")
+    code, _, err = run(capsys, "diff", str(bundled_root()), str(config_copy))
+    assert code == 2
+    assert "main.yaml:" in err and "nothing compared" in err
