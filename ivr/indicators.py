@@ -9,7 +9,9 @@ Definitions (GB/T 33358 and common call-centre practice):
 - abandonment rate: hung up while waiting for a person / asked for a person;
 - wait: total_wait_s of answered calls (mean, p90);
 - transfer success rate: transferred / (transferred + transfer failed);
-- survey: how many calls gave each of the five "好差评" grades.
+- survey: how many calls gave each of the five "好差评" grades;
+- callbacks: calls that got a callback (a missed call's, or one the caller asked for);
+- fell back: calls a failure of ours sent to the 12345 seats (call_ended.fallbacks).
 
 A call is counted in the region, line and local hour of its call_offered, once it has
 ended; calls still in progress are reported apart.
@@ -31,7 +33,7 @@ GRADES = ("非常满意", "满意", "基本满意", "不满意", "非常不满�
 # The event types the indicators read; `Indicators.add` ignores every other.
 COUNTED = frozenset(
     {"call_offered", "queued", "answered", "abandoned", "transferred", "transfer_failed",
-     "survey_result", "call_ended"}
+     "survey_result", "callback_requested", "missed_call_callback_created", "call_ended"}
 )  # fmt: skip
 
 
@@ -47,6 +49,8 @@ class _Call:
     transfers_ok: int = 0
     transfers_failed: int = 0
     grade: str | None = None
+    callback: bool = False
+    fell_back: bool = False
     seen: set[str] = field(default_factory=set)  # seq numbers counted (add())
 
 
@@ -61,6 +65,8 @@ class Bucket:
     abandoned: int = 0
     transfers_ok: int = 0
     transfers_failed: int = 0
+    callbacks: int = 0
+    fell_back: int = 0
     waits: list[float] = field(default_factory=list)
     survey: Counter[str] = field(default_factory=Counter)
 
@@ -79,6 +85,8 @@ class Bucket:
         self.abandoned += sign * call.abandoned
         self.transfers_ok += sign * call.transfers_ok
         self.transfers_failed += sign * call.transfers_failed
+        self.callbacks += sign * call.callback
+        self.fell_back += sign * call.fell_back
         if call.answered and call.wait_s is not None:
             if sign > 0:
                 self.waits.append(call.wait_s)
@@ -97,6 +105,8 @@ class Bucket:
             "abandoned",
             "transfers_ok",
             "transfers_failed",
+            "callbacks",
+            "fell_back",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.waits += other.waits
@@ -114,6 +124,8 @@ class Bucket:
             "wait_mean_s": round(sum(self.waits) / len(self.waits), 2) if self.waits else None,
             "wait_p90_s": _percentile(self.waits, 0.9),
             "transfer_success_rate": _ratio(self.transfers_ok, transfers),
+            "callbacks": self.callbacks,
+            "fell_back": self.fell_back,
             "survey": {grade: self.survey.get(grade, 0) for grade in GRADES},
         }
 
@@ -202,6 +214,7 @@ class Indicators:
             counted_in.add(call)
             return True
         if kind == "call_ended":
+            call.fell_back = (_number(event.get("fallbacks")) or 0) > 0
             del self.open[call_id]
             key = _bucket_key(call)
             bucket = self.buckets.get(key)
@@ -260,6 +273,8 @@ def _apply(call: _Call, kind: Any, event: Mapping[str, Any], grade: str) -> None
         call.transfers_failed += 1
     elif kind == "survey_result":
         call.grade = grade
+    elif kind in ("callback_requested", "missed_call_callback_created"):
+        call.callback = True
 
 
 _this_hour: tuple[int, str] = (-1, "")
@@ -318,6 +333,8 @@ def render_table(rows: list[dict[str, Any]], by: tuple[str, ...]) -> str:
         "wait_mean_s",
         "wait_p90_s",
         "transfer_success_rate",
+        "callbacks",
+        "fell_back",
         "survey",
     ]
     heads = {

@@ -94,6 +94,8 @@ class IndicatorCollector(Collector):
             "offered": "calls offered",
             "asked_for_person": "calls that asked for a person",
             "answered_by_person": "calls answered by a person",
+            "callbacks": "calls that got a callback (missed, or asked for)",
+            "fell_back": "calls a failure of ours sent to the 12345 seats",
         }
         for name, doc in counters.items():
             family = CounterMetricFamily(f"ivr_calls_{name}", doc, labels=labels)

@@ -42,7 +42,7 @@ def test_metrics_expose_the_indicators(hotline: Hotline) -> None:
     live = LiveIndicators()
     run_call(hotline, live, 1, "answer", key="1")  # 10 s wait, survey key 1: 非常满意
     run_call(hotline, live, 2, "answer")  # 20 s wait
-    run_call(hotline, live, 3, "abandon")
+    run_call(hotline, live, 3, "abandon")  # a missed-call callback
     registry = CollectorRegistry()
     registry.register(IndicatorCollector(live))
     client = create_app(registry=registry).test_client()
@@ -53,6 +53,8 @@ def test_metrics_expose_the_indicators(hotline: Hotline) -> None:
     assert f"ivr_answer_rate_15s{{{labels}}} 0.3333" in body
     assert f"ivr_connection_rate{{{labels}}} 0.6667" in body
     assert f"ivr_abandonment_rate{{{labels}}} 0.3333" in body
+    assert f"ivr_calls_callbacks_total{{{labels}}} 1.0" in body
+    assert f"ivr_calls_fell_back_total{{{labels}}} 0.0" in body
     assert 'ivr_survey_results_total{grade="非常满意",line="12345",region="xiamen"} 1.0' in body
     assert "13912340000" not in body and "1391" not in body
 

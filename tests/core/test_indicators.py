@@ -238,3 +238,18 @@ def test_a_late_copy_of_a_counted_call_changes_nothing() -> None:
     indicators.extend([failed])  # read again, after the call ended
     assert indicators.rows(by=("region",)) == before
     assert before[0]["transfer_success_rate"] == 0.5
+
+
+def test_callbacks_and_failures_of_ours_are_counted() -> None:
+    events = [
+        *call("c1", ("queued", {}), ("abandoned", {"wait_s": 30.0}),
+              ("missed_call_callback_created", {"reason": "abandoned"}),
+              ("call_ended", {"fallbacks": 0})),
+        *call("c2", ("queued", {}), ("callback_requested", {"reason": "overflow"}),
+              ("call_ended", {"fallbacks": 0})),
+        # the controller failed: the switch put the caller through to the seats
+        *call("c3", ("call_ended", {"fallbacks": 1})),
+        *call("c4", ("queued", {}), ("answered", {"wait_s": 3.0}), ("call_ended", {})),
+    ]  # fmt: skip
+    (row,) = Indicators().extend(events).rows(by=("region",))
+    assert (row["offered"], row["callbacks"], row["fell_back"]) == (4, 2, 1)
