@@ -8,6 +8,7 @@ months; a legacy line with no route in some region. Each problem names file and 
 from __future__ import annotations
 
 import calendar
+import re
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -36,6 +37,8 @@ from ivr.core.directory import MAIN_NUMBER, Directory, Mode, Seats
 from ivr.core.prompts import PROMPT_FIELDS
 from ivr.core.routing import EMERGENCY_NUMBERS, REQUIRED_FLOWS, Hotline
 from ivr.render import SOUNDS, missing_or_stale
+
+_KEYS = re.compile(r"[0-9*#]+")
 
 # The transition prompt plays for 3 months (二(二)2): never less; a window much longer
 # than that is likely a typo in a date.
@@ -267,7 +270,7 @@ def _check_flows(hotline: Hotline, loaded: Loaded) -> list[Problem]:
                 Problem(doc.display, doc.line_of(("steps", index, *rest)), reason, severity)
             )
 
-        ids = [s.id for s in flow.steps]
+        ids = {s.id for s in flow.steps}
         seen: set[str] = set()
         for index, step in enumerate(flow.steps):
             if step.id in seen:
@@ -288,6 +291,12 @@ def _check_flows(hotline: Hotline, loaded: Loaded) -> list[Problem]:
                     at(index, f"{step.id}: unknown step {ref!r}")
                 else:
                     graph[node].append((flow_id, ref))
+            if isinstance(step, Collect):
+                for keys in step.choices:
+                    if not _KEYS.fullmatch(keys) or len(keys) > step.max_digits:
+                        at(index, f"{step.id}: choice {keys!r} can never be pressed (keys "
+                                  f"0-9, * and #, at most max_digits: {step.max_digits})",
+                           "choices", keys)  # fmt: skip
             if goes_on(step) and not (step.next or following):
                 at(
                     index,

@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     check = sub.add_parser("check", help="validate a configuration folder")
-    check.add_argument("dir", nargs="?", type=Path, help="holds config/, dialplans/, prompts/")
+    check.add_argument(
+        "dir", nargs="?", type=Path, help="holds config/, dialplans/, prompts/, transfer/"
+    )
     _config_option(check)
     check.set_defaults(handler=cmd_check)
 
@@ -104,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--http",
         metavar="HOST:PORT",
-        help="/metrics, /healthz and the Twilio webhooks (default 127.0.0.1:8080)",
+        help="/metrics, /healthz, the seat API and the Twilio webhooks "
+        "(default from config/controller.yaml)",
     )
     serve.add_argument(
         "--redis",
@@ -174,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         default=None,
-        help="folder holding config/, dialplans/, prompts/ (default: bundled)",
+        help="folder holding config/, dialplans/, prompts/, transfer/ "
+        "(default: $IVR_CONFIG, else the bundled one)",
     )
     render.add_argument("--force", action="store_true", help="render every file again")
     render.set_defaults(handler=cmd_render)
@@ -194,7 +198,8 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
         "--config",
         type=Path,
         default=None,
-        help="folder holding config/, dialplans/, prompts/ (default: bundled)",
+        help="folder holding config/, dialplans/, prompts/, transfer/ "
+        "(default: $IVR_CONFIG, else the bundled one)",
     )
 
 
@@ -205,6 +210,10 @@ def _load(root: Path | None):
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.dir and args.config and args.dir.resolve() != args.config.resolve():
+        print(f"two folders given ({args.dir} and --config {args.config}): give one",
+              file=sys.stderr)  # fmt: skip
+        return 2
     root = args.dir or args.config or default_root()
     if not root.is_dir():
         print(f"{root}: not a folder", file=sys.stderr)
@@ -228,6 +237,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     for name in unused(hotline.flows):
         print(f"note: flow {name!r} is never entered")
     return 0
+
+
+_DIALABLE = re.compile(r"\+?[0-9][0-9 -]*")
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -279,6 +291,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(
             f"note: unknown trunk {args.trunk!r}; deciding the region without it", file=sys.stderr
         )
+    if not _DIALABLE.fullmatch(args.to):
+        print("--to: a number: digits, with a leading + or spaces and dashes", file=sys.stderr)
+        return 2
     if any(k not in "0123456789*#" for k in args.keys):
         print("--keys: only 0-9, * and #", file=sys.stderr)
         return 2

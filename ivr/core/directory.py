@@ -13,7 +13,14 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from ivr.core.clock import local_date
 
@@ -70,8 +77,24 @@ class Source(StrEnum):
     ASSUMPTION = "assumption"
 
 
-# A date of this service's life: year 9999 is a typo, and date arithmetic overflows on it.
-Day = Annotated[date, Field(ge=date(2000, 1, 1), le=date(2100, 12, 31))]
+def _no_time(value: object) -> object:
+    # YAML reads 2021-12-01T00:00:00+14:00 as a moment; a window is whole local days.
+    if isinstance(value, datetime):
+        raise ValueError("a date only (2022-01-01), without a time or zone")
+    return value
+
+
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2100, 12, 31)
+
+
+def _in_service_life(value: date) -> date:
+    # Year 9999 is a typo, and date arithmetic overflows on it.
+    if not FIRST_DAY <= value <= LAST_DAY:
+        raise ValueError(f"{value}: a date from {FIRST_DAY} to {LAST_DAY}")
+    return value
+
+
+Day = Annotated[date, BeforeValidator(_no_time), AfterValidator(_in_service_life)]
 
 
 class Retirement(Strict):

@@ -500,3 +500,21 @@ def test_a_twilio_number_in_an_unknown_region_is_refused(config_copy: Path) -> N
 
 def _relative(errors: list[str], root: Path) -> list[str]:
     return [e.replace(f"{root}/", "") for e in errors]
+
+
+@pytest.mark.parametrize("choice", ['"x"', '"12"'])
+def test_a_choice_no_caller_can_press_is_refused(config_copy: Path, choice: str) -> None:
+    # "x" is no key; "12" is two keys where the step takes one (max_digits 1)
+    main = config_copy / "dialplans" / "main.yaml"
+    edit(main, 'choices: {"1": police', f"choices: {{{choice}: police")
+    errors = _relative(errors_of(config_copy), config_copy)
+    assert any(e.startswith(f"dialplans/main.yaml:{line_of(main, choice)}:")
+               and "can never be pressed" in e for e in errors), errors  # fmt: skip
+
+
+def test_a_window_date_with_a_time_is_refused(config_copy: Path) -> None:
+    hotline = config_copy / "config" / "hotline.yaml"
+    edit(hotline, "prompt_until: 2022-02-28", "prompt_until: 2022-02-28T00:00:00+14:00")
+    errors = _relative(errors_of(config_copy), config_copy)
+    assert any(e.startswith(f"config/hotline.yaml:{line_of(hotline, 'prompt_until')}:")
+               and "a date only" in e for e in errors), errors  # fmt: skip

@@ -306,3 +306,17 @@ def test_diff_refuses_a_broken_folder_with_its_problems(
     code, _, err = run(capsys, "diff", str(bundled_root()), str(config_copy))
     assert code == 2
     assert "main.yaml:" in err and "nothing compared" in err
+
+
+def test_simulate_refuses_a_number_that_is_no_number(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "simulate", "--to", "abc")
+    assert code == 2 and "--to:" in err
+    assert run(capsys, "simulate", "--to", "+86 591-12345")[0] == 0
+
+
+def test_check_refuses_two_different_folders(
+    capsys: pytest.CaptureFixture[str], config_copy: Path
+) -> None:
+    code, _, err = run(capsys, "check", str(config_copy), "--config", str(bundled_root()))
+    assert code == 2 and "two folders given" in err
+    assert run(capsys, "check", str(config_copy), "--config", str(config_copy))[0] == 0
