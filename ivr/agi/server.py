@@ -81,6 +81,32 @@ class ServerStats:
     on_error_failures: int = 0
 
 
+class Throttle:
+    """At most one log line per `interval` seconds for each kind of refusal: a flood
+    of connections must not become a flood of lines (the disk, and whoever reads
+    them). A line that follows quiet says how many it stood for."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, kind: str) -> int | None:
+        """None: stay quiet; else log, noting this many lines not written before."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(kind, -self.interval) < self.interval:
+                self._held[kind] = self._held.get(kind, 0) + 1
+                return None
+            self._last[kind] = now
+            return self._held.pop(kind, 0)
+
+
+def _more(held: int) -> str:
+    return f" (and {held} more like it in the last second or so)" if held else ""
+
+
 class AgiServer:
     """FastAGI server. Use `start()`/`stop()` (tests, CLI) or `serve_forever()`.
 
@@ -127,6 +153,7 @@ class AgiServer:
         self._inflight = 0  # accepted connections not yet closed (the bound)
         self._active: set[AgiSession] = set()
         self._stats = ServerStats()
+        self._throttle = Throttle()
         self._thread: threading.Thread | None = None
         self._hub: Any = None  # the hub serve_forever() runs in, once it runs
         self._acceptor: gevent.Greenlet | None = None
@@ -297,9 +324,9 @@ class AgiServer:
         host = client_address[0]
         if not self._host_allowed(host):
             self._count("rejected_host")
-            log.warning(
-                "agi connection closed peer=%s:%s reason=host not allowed", host, client_address[1]
-            )
+            if (held := self._throttle.allow("rejected_host")) is not None:
+                log.warning("agi connection closed peer=%s:%s reason=host not allowed%s",
+                            host, client_address[1], _more(held))  # fmt: skip
             return False
         with self._lock:
             busy = self._inflight >= self.max_sessions
@@ -307,12 +334,9 @@ class AgiServer:
                 self._inflight += 1
         if busy:
             self._count("rejected_busy")
-            log.warning(
-                "agi connection closed peer=%s:%s reason=over capacity (%d sessions)",
-                host,
-                client_address[1],
-                self.max_sessions,
-            )
+            if (held := self._throttle.allow("rejected_busy")) is not None:
+                log.warning("agi connection closed peer=%s:%s reason=over capacity (%d sessions)%s",
+                            host, client_address[1], self.max_sessions, _more(held))  # fmt: skip
             return False
         return True
 
@@ -411,9 +435,11 @@ class AgiServer:
             setattr(self._stats, name, getattr(self._stats, name) + 1)
 
     def _bad(self, session: AgiSession, reason: str, counter: str = "bad_sessions") -> None:
-        # The one log line for a session closed as bad.
+        # The one log line for a session closed as bad (or none, in a flood of them).
         self._count(counter)
-        log.warning("agi session closed peer=%s reason=%s", session.peer, reason)
+        if (held := self._throttle.allow(counter)) is not None:
+            log.warning("agi session closed peer=%s reason=%s%s", session.peer, reason,
+                        _more(held))  # fmt: skip
 
     def _done(self, session: AgiSession, outcome: str, exc: BaseException | None) -> None:
         log.info(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import resource
 import subprocess
 import threading
@@ -225,6 +226,28 @@ def test_allow_list_of_client_hosts(make_server, caplog, allowed, source, accept
     assert refused is not accepted
     if accepted:
         assert called[0].startswith(f"{source}:")
+
+
+def test_a_flood_of_refused_connections_is_not_a_flood_of_log_lines(make_server, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="ivr.agi")
+    server = make_server(handlers={"route": lambda s: None}, allowed_hosts=["127.0.0.2"])
+    for _ in range(50):
+        peer = FakeAsterisk.connect(server.address, source="127.0.0.1")
+        peer.wait_closed()
+        peer.close()
+    assert server.stats().rejected_host == 50  # every one counted
+    lines = [r.getMessage() for r in caplog.records if "host not allowed" in r.getMessage()]
+    assert 1 <= len(lines) <= 3, lines
+    time.sleep(1.1)
+    peer = FakeAsterisk.connect(server.address, source="127.0.0.1")
+    peer.wait_closed()
+    peer.close()
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and not any("more like it" in r.getMessage()
+                                                  for r in caplog.records):  # fmt: skip
+        time.sleep(0.02)
+    last = [r.getMessage() for r in caplog.records if "host not allowed" in r.getMessage()][-1]
+    assert re.search(r"and \d+ more like it", last), last
 
 
 def test_handler_exception_goes_to_on_error_others_unaffected(make_server, pool) -> None:
