@@ -442,6 +442,8 @@ class AgiServer:
                         _more(held))  # fmt: skip
 
     def _done(self, session: AgiSession, outcome: str, exc: BaseException | None) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
         log.info(
             "agi session done route=%s uniqueid=%s outcome=%s elapsed=%.3fs%s",
             loggable(session.script),

@@ -340,26 +340,17 @@ class AgiSession(AGI):
                 with contextlib.suppress(OSError):
                     self.sock.shutdown(socket.SHUT_RDWR)
 
-    @contextlib.contextmanager
-    def command_timeout(self, seconds: float) -> Iterator[None]:
+    def command_timeout(self, seconds: float) -> _CommandTimeout:
         """Allow commands in this block to take up to `seconds` for a result,
         e.g. `EXEC Queue`/`EXEC Dial`, which return only when the conversation
-        ends.
+        ends, or GET DATA, which waits for each key.
 
         The session deadline guards against peers, not against the handler's
         own deliberate waits: inside the block it is pushed out to cover
         `seconds`, and after it the session has at least a fresh
         `session_deadline` for what follows (reading the dial status, ...).
         """
-        before, deadline = self._result_timeout, self._deadline
-        self._result_timeout = seconds
-        self._deadline = max(deadline, time.monotonic() + seconds)
-        try:
-            yield
-        finally:
-            self._result_timeout = before
-            # (not the block's own: a Queue that returned at once leaves no 4-hour session)
-            self._deadline = max(deadline, time.monotonic() + self.limits.session_deadline)
+        return _CommandTimeout(self, seconds)
 
     @contextlib.contextmanager
     def hangup_expected(self, grace: float = CONNECT_HANGUP_GRACE_S) -> Iterator[None]:
@@ -602,6 +593,29 @@ class AgiSession(AGI):
             if idx >= 0:
                 return idx
             now = time.monotonic()
+
+
+class _CommandTimeout:
+    """`AgiSession.command_timeout`'s block (a class: a generator-based context
+    manager costs a call several times as much, and calls use it twice)."""
+
+    __slots__ = ("_before", "_deadline", "_seconds", "_session")
+
+    def __init__(self, session: AgiSession, seconds: float) -> None:
+        self._session, self._seconds = session, seconds
+
+    def __enter__(self) -> None:
+        session = self._session
+        self._before, self._deadline = session._result_timeout, session._deadline
+        session._result_timeout = self._seconds
+        session._deadline = max(self._deadline, time.monotonic() + self._seconds)
+
+    def __exit__(self, *exc: object) -> None:
+        session = self._session
+        session._result_timeout = self._before
+        # (not the block's own: a Queue that returned at once leaves no 4-hour session)
+        fresh = time.monotonic() + session.limits.session_deadline
+        session._deadline = max(self._deadline, fresh)
 
 
 def _wait(watcher: Any, timeout: float) -> bool:

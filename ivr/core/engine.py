@@ -512,13 +512,14 @@ class CallSession:
         state.done = True
         state.waiting = ""
         target = state.landed or state.end or {}
+        # failures of ours only: a flow's own edge for a busy queue is no failure
+        fallbacks = [f for f in state.fallbacks if f["reason"] not in OUTCOMES]
         self._event(
             "call_ended",
             answered=state.landed is not None,
             target_kind=target.get("kind", ""),
             target=target.get("id", ""),
-            # failures of ours only: a flow's own edge for a busy queue is no failure
-            fallbacks=sum(1 for f in state.fallbacks if f["reason"] not in OUTCOMES),
+            fallbacks=len(fallbacks),
             prompts=len(state.prompts),
         )
         return instruction or HangUp("caller_hung_up")

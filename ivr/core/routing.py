@@ -124,6 +124,7 @@ class Hotline:
 
 
 _NON_DIGITS = re.compile(r"[^0-9]")
+_HAS_DIGIT = re.compile(r"[0-9]")
 
 
 def split_dialed(dialed: str) -> tuple[str | None, str]:
@@ -196,7 +197,7 @@ def route_call(directory: Directory, call: Call) -> Route:
     area_code, number = split_dialed(call.dialed)
     region, source = decide_region(directory, call, area_code, number)
     # A number without digits ("anonymous", nothing) cannot be called back.
-    withheld = not any(ch.isdigit() for ch in call.caller or "")
+    withheld = not (call.caller and _HAS_DIGIT.search(call.caller))
     facts: dict[str, str] = {"caller": "withheld" if withheld else "known"}
 
     if number in EMERGENCY_NUMBERS:
