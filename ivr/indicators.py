@@ -67,7 +67,11 @@ class Bucket:
     transfers_failed: int = 0
     callbacks: int = 0
     fell_back: int = 0
-    waits: list[float] = field(default_factory=list)
+    # Waits of answered calls, counted per tenth of a second: a controller that runs
+    # for months keeps a bounded table, not every wait (p90 to the tenth, mean exact).
+    wait_bins: Counter[int] = field(default_factory=Counter)
+    wait_sum: float = 0.0
+    wait_n: int = 0
     survey: Counter[str] = field(default_factory=Counter)
 
     def add(self, call: _Call) -> None:
@@ -88,10 +92,9 @@ class Bucket:
         self.callbacks += sign * call.callback
         self.fell_back += sign * call.fell_back
         if call.answered and call.wait_s is not None:
-            if sign > 0:
-                self.waits.append(call.wait_s)
-            else:
-                self.waits.remove(call.wait_s)
+            self.wait_bins[round(call.wait_s * 10)] += sign
+            self.wait_sum += sign * call.wait_s
+            self.wait_n += sign
             self.answered_15s += sign * (call.wait_s <= ANSWER_WITHIN_S)
         if call.grade:
             self.survey[call.grade] += sign
@@ -109,7 +112,9 @@ class Bucket:
             "fell_back",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.waits += other.waits
+        self.wait_bins.update(other.wait_bins)
+        self.wait_sum += other.wait_sum
+        self.wait_n += other.wait_n
         self.survey.update(other.survey)
 
     def figures(self) -> dict[str, Any]:
@@ -121,8 +126,8 @@ class Bucket:
             "answer_rate_15s": _ratio(self.answered_15s, self.asked),
             "connection_rate": _ratio(self.answered, self.asked),
             "abandonment_rate": _ratio(self.abandoned, self.asked),
-            "wait_mean_s": round(sum(self.waits) / len(self.waits), 2) if self.waits else None,
-            "wait_p90_s": _percentile(self.waits, 0.9),
+            "wait_mean_s": round(self.wait_sum / self.wait_n, 2) if self.wait_n else None,
+            "wait_p90_s": _percentile(self.wait_bins, 0.9),
             "transfer_success_rate": _ratio(self.transfers_ok, transfers),
             "callbacks": self.callbacks,
             "fell_back": self.fell_back,
@@ -312,12 +317,19 @@ def _ratio(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile: the smallest wait that q of the calls did not exceed."""
-    if not values:
+def _percentile(bins: Counter[int], q: float) -> float | None:
+    """Nearest-rank percentile over waits counted in tenths of a second: the smallest
+    wait that q of the calls did not exceed."""
+    total = sum(n for n in bins.values() if n > 0)
+    if not total:
         return None
-    ordered = sorted(values)
-    return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)], 2)
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for tenths in sorted(bins):
+        seen += max(0, bins[tenths])
+        if seen >= rank:
+            return round(tenths / 10, 2)
+    return None
 
 
 def render_table(rows: list[dict[str, Any]], by: tuple[str, ...]) -> str:

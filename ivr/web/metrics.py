@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ivr.indicators import COUNTED, GRADES, Indicators, local_hour
+from ivr.indicators import COUNTED, GRADES, Indicators
 
 metrics = Blueprint("metrics", __name__)
 
@@ -29,6 +28,9 @@ def healthz() -> tuple[Response, int]:
     health = current_app.extensions["ivr"].get("health")
     report: dict[str, Any] = health() if health else {"ok": True}
     return jsonify(report), 200 if report.get("ok", True) else 503
+
+
+SINCE_START = "since start"
 
 
 class LiveIndicators:
@@ -54,8 +56,9 @@ class LiveIndicators:
         if not counted:
             return
         route = call.route
-        hour = local_hour(time.time())  # the hour the call is offered in, if it is now
-        self._waiting.append((call.call_id, route.region, route.line, hour, counted))
+        # /metrics shows region and line since the start: one bucket each, however long
+        # the controller runs (hours are for `ivr stats`, over the streams)
+        self._waiting.append((call.call_id, route.region, route.line, SINCE_START, counted))
         if len(self._waiting) >= self.FOLD_AT and self.lock.acquire(blocking=False):
             try:
                 self._fold()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from ivr.agi.calls import CallInfo
@@ -85,3 +86,19 @@ def test_calls_never_wait_for_a_scrape(hotline: Hotline) -> None:
     (row,) = live.snapshot()  # folds what waited: nothing is lost
     assert row["offered"] == 2 * LiveIndicators.FOLD_AT
     assert row["answered_by_person"] == 2 * LiveIndicators.FOLD_AT
+
+
+def test_the_live_indicators_keep_one_bucket_per_region_and_line(
+    hotline: Hotline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hours are for ivr stats; /metrics is since the start, and must not grow with time.
+    import time as time_module
+
+    live = LiveIndicators()
+    clock = [1_717_380_000.0]
+    monkeypatch.setattr(time_module, "time", lambda: clock[0])
+    for n in range(1, 5):
+        run_call(hotline, live, n, "answer")
+        clock[0] += 7200  # two hours on
+    live.snapshot()
+    assert len(live.indicators.buckets) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 from ivr.events import EVENT_TYPES
@@ -253,3 +254,21 @@ def test_callbacks_and_failures_of_ours_are_counted() -> None:
     ]  # fmt: skip
     (row,) = Indicators().extend(events).rows(by=("region",))
     assert (row["offered"], row["callbacks"], row["fell_back"]) == (4, 2, 1)
+
+
+def test_waits_are_kept_in_bounded_memory_with_the_same_figures() -> None:
+    # A controller runs for months: its waits are counted per tenth of a second.
+    import random
+
+    rng = random.Random(7)
+    waits = [round(rng.uniform(0, 60), 1) for _ in range(20_000)]
+    events = [e for n, w in enumerate(waits)
+              for e in call(f"c{n}", ("queued", {}), ("answered", {"wait_s": w}),
+                            ("call_ended", {}))]  # fmt: skip
+    indicators = Indicators().extend(events)
+    (bucket,) = indicators.buckets.values()
+    assert len(bucket.wait_bins) <= 601
+    (row,) = indicators.rows(by=("region",))
+    ordered = sorted(waits)
+    assert row["wait_p90_s"] == ordered[math.ceil(0.9 * len(ordered)) - 1]
+    assert row["wait_mean_s"] == round(sum(waits) / len(waits), 2)
