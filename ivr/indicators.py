@@ -138,6 +138,9 @@ class Bucket:
 # Calls whose events may still come in late, out of their order (below).
 EARLY_MAX = 100_000  # events of calls not offered yet
 ENDED_MAX = 10_000  # calls already counted
+# Calls in progress; one whose end never comes (a Twilio call whose status callback
+# was lost) must not stay for good: far more than a hotline has at once.
+OPEN_MAX = 50_000
 
 
 class Indicators:
@@ -203,6 +206,8 @@ class Indicators:
     def offer(self, call_id: str, region: str, line: str, hour: str) -> None:
         """A call starts: it will count in this region, line and local hour."""
         self.open[call_id] = _Call(region, line, hour)
+        if len(self.open) > OPEN_MAX:  # the oldest: its end is not coming
+            del self.open[next(iter(self.open))]
 
     def fold(self, kind: Any, call_id: str, event: Mapping[str, Any], grade: str = "") -> bool:
         """Any later event of an offered call; `grade` is a survey's grade label. False

@@ -272,3 +272,13 @@ def test_waits_are_kept_in_bounded_memory_with_the_same_figures() -> None:
     ordered = sorted(waits)
     assert row["wait_p90_s"] == ordered[math.ceil(0.9 * len(ordered)) - 1]
     assert row["wait_mean_s"] == round(sum(waits) / len(waits), 2)
+
+
+def test_calls_whose_end_never_comes_do_not_stay_for_good(monkeypatch) -> None:
+    import ivr.indicators as module
+
+    monkeypatch.setattr(module, "OPEN_MAX", 100)
+    indicators = Indicators()
+    for n in range(1000):
+        indicators.offer(f"c{n}", "fuzhou", "12345", "2024-06-03 10:00")
+    assert len(indicators.open) == 100 and "c999" in indicators.open
