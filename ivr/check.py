@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import calendar
 import re
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from ivr.config import ConfigError, Document, Loaded, Problem, exists, load_folder, read_yaml
+from ivr.core.clock import SHANGHAI
 from ivr.core.dialplan import (
     FACTS,
     MEDIA_KINDS,
@@ -33,12 +34,13 @@ from ivr.core.dialplan import (
     goes_on,
     template_problem,
 )
-from ivr.core.directory import MAIN_NUMBER, Directory, Mode, Seats
+from ivr.core.directory import Directory, Mode, Seats
 from ivr.core.prompts import PROMPT_FIELDS
-from ivr.core.routing import EMERGENCY_NUMBERS, REQUIRED_FLOWS, Hotline
+from ivr.core.routing import EMERGENCY_NUMBERS, REQUIRED_FLOWS, Call, Hotline
 from ivr.render import SOUNDS, missing_or_stale
 
-_KEYS = re.compile(r"[0-9*#]+")
+# '#' ends GET DATA and <Gather> input: never part of the keys a collect gets.
+_KEYS = re.compile(r"[0-9*]+")
 
 # The transition prompt plays for 3 months (二(二)2): never less; a window much longer
 # than that is likely a typo in a date.
@@ -80,7 +82,7 @@ def check_folder(root: Path) -> Loaded:
     if hotline is None:
         return loaded
     problems = _check_directory(hotline.directory, loaded.documents)
-    problems += _check_twilio_numbers(root, hotline.directory)
+    problems += _check_twilio_numbers(root, hotline)
     problems += _check_flows(hotline, loaded)
     catalog_problems = _check_catalog(hotline, loaded)
     problems += catalog_problems
@@ -103,9 +105,11 @@ def _check_controller_settings(root: Path) -> list[Problem]:
     return []
 
 
-def _check_twilio_numbers(root: Path, directory: Directory) -> list[Problem]:
-    """Twilio numbers must name a line, region and trunk of the directory: a misspelt
-    region would send that number's callers to the default region's seats."""
+def _check_twilio_numbers(root: Path, hotline: Hotline) -> list[Problem]:
+    """Twilio numbers must name a region and trunk of the directory, and a line the
+    routing core knows (as dialed: 12345, a legacy line, 110, a DID, with or without
+    its area code): a misspelt one would send that number's callers elsewhere."""
+    directory = hotline.directory
     path = root / "config" / "controller.yaml"
     if not exists(path):
         return []
@@ -119,7 +123,7 @@ def _check_twilio_numbers(root: Path, directory: Directory) -> list[Problem]:
         if not isinstance(entry, dict):
             continue
         known = {
-            "line": lambda v: v == MAIN_NUMBER or directory.line(v) is not None,
+            "line": lambda v: _routes_as_known(hotline, v),
             "region": lambda v: v in directory.regions,
             "trunk": lambda v: v in directory.trunks,
         }
@@ -134,6 +138,14 @@ def _check_twilio_numbers(root: Path, directory: Directory) -> list[Problem]:
                     )
                 )
     return problems
+
+
+def _routes_as_known(hotline: Hotline, number: str) -> bool:
+    try:
+        # (whether a number is known does not depend on the day)
+        return hotline.route(Call(number, datetime(2024, 1, 1, tzinfo=SHANGHAI))).known
+    except ValueError:
+        return False
 
 
 # -- the directory --------------------------------------------------------------------
@@ -295,7 +307,7 @@ def _check_flows(hotline: Hotline, loaded: Loaded) -> list[Problem]:
                 for keys in step.choices:
                     if not _KEYS.fullmatch(keys) or len(keys) > step.max_digits:
                         at(index, f"{step.id}: choice {keys!r} can never be pressed (keys "
-                                  f"0-9, * and #, at most max_digits: {step.max_digits})",
+                                  f"0-9 and *, at most max_digits: {step.max_digits})",
                            "choices", keys)  # fmt: skip
             if goes_on(step) and not (step.next or following):
                 at(

@@ -3,10 +3,11 @@
 Both folders take the same calls: every number the hotline answers (12345, each legacy
 line, the emergency numbers) in every region, and every DID. Each call is simulated
 on days that matter to the retired lines' windows (the day before each window, its
-first and last day, the day after) and on the day given, and in two worlds: a person
-answers at once, and nobody answers the first queue or dial (which takes the fallback
-edges, e.g. kept seats that do not answer). Where the two folders route a call
-differently, the difference is printed, with the days it holds on.
+first and last day, the day after) and on the day given, in three worlds: a person
+answers at once; nobody answers the first queue or dial (which takes the fallback
+edges, e.g. kept seats that do not answer); the same for a caller whose number is
+withheld. Where the two folders route a call differently, the difference is printed,
+with the days it holds on.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ from ivr.simulate import World, simulate
 
 # What an admin needs to see changed; steps and notes follow from these.
 COMPARED = ("region", "mode", "flow", "facts", "prompts", "tags", "target", "fallbacks")
-WORLDS = {"answered": World(), "first queue unanswered": World(dial_result="noanswer")}
+# (what the switch does, the caller's number: None for a withheld one)
+WORLDS: dict[str, tuple[World, str | None]] = {
+    "answered": (World(), SAMPLE_CALLER),
+    "first queue unanswered": (World(dial_result="noanswer"), SAMPLE_CALLER),
+    "withheld number, first queue unanswered": (World(dial_result="noanswer"), None),
+}
 # Calls are simulated at 10:00 local on each day.
 AT = time(10, 0)
 
@@ -73,11 +79,11 @@ def differences(old: Hotline, new: Hotline, today: date) -> list[Difference]:
     for number, region in _calls(old, new):
         # only a retired line's calls depend on the day
         days = window_days if number in retired else [today]
-        for world_name, world in WORLDS.items():
+        for world_name, (world, caller) in WORLDS.items():
             for day in days:
                 when = datetime.combine(day, AT, SHANGHAI)
-                before = _outcome(old, number, region, when, world)
-                after = _outcome(new, number, region, when, world)
+                before = _outcome(old, number, region, when, world, caller)
+                after = _outcome(new, number, region, when, world, caller)
                 for name in COMPARED:
                     if before.get(name) != after.get(name):
                         key = (number, region, world_name, name,
@@ -86,14 +92,15 @@ def differences(old: Hotline, new: Hotline, today: date) -> list[Difference]:
     result = []
     for (number, region, world_name, name, _, _), on_days in found.items():
         when = datetime.combine(on_days[0], AT, SHANGHAI)
+        world, caller = WORLDS[world_name]
         result.append(
             Difference(
                 number,
                 region,
                 world_name,
                 name,
-                _outcome(old, number, region, when, WORLDS[world_name]).get(name),
-                _outcome(new, number, region, when, WORLDS[world_name]).get(name),
+                _outcome(old, number, region, when, world, caller).get(name),
+                _outcome(new, number, region, when, world, caller).get(name),
                 tuple(on_days),
             )
         )
@@ -113,11 +120,11 @@ def _calls(old: Hotline, new: Hotline) -> Iterator[tuple[str, str]]:
 
 
 def _outcome(
-    hotline: Hotline, number: str, region: str, when: datetime, world: World
+    hotline: Hotline, number: str, region: str, when: datetime, world: World, caller: str | None
 ) -> dict[str, Any]:
     if region != "DID" and region not in hotline.directory.regions:
         return {"region": f"(no region {region})"}
-    call = Call(number, when, caller=SAMPLE_CALLER,
+    call = Call(number, when, caller=caller,
                 region=None if region == "DID" else region, call_id="diff")  # fmt: skip
     result = simulate(hotline, call, world)
     route = hotline.route(call)

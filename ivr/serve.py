@@ -27,7 +27,7 @@ from ivr.agi.server import AgiServer
 from ivr.agi.transfers import AsteriskTransfers
 from ivr.check import load_hotline
 from ivr.config import ConfigError
-from ivr.core.clock import SHANGHAI
+from ivr.core.clock import SHANGHAI, now_local
 from ivr.core.routing import Hotline
 from ivr.events import FanOut
 from ivr.listen import listen
@@ -115,7 +115,7 @@ class Controller:
             self.live,
             AsteriskSettings(sounds_prefix=names.sounds_prefix, dial_template=names.dial_template),
             FanOut([PublishingSink(self.publisher), self.indicators]),
-            clock=shifted_clock(pretend_now) if pretend_now else _now,
+            clock=shifted_clock(pretend_now) if pretend_now else now_local,
         )
         self.agi = AgiServer(
             agi_address or host_port(settings.agi.listen),
@@ -188,10 +188,6 @@ class Controller:
             "reloads": self.live.reloads,
             "refused_reloads": self.live.refused,
         }
-
-
-def _now() -> datetime:
-    return datetime.now(SHANGHAI)
 
 
 def shifted_clock(start: datetime) -> Callable[[], datetime]:

@@ -20,7 +20,7 @@ from asterisk.agi import AGIAppError
 from ivr.agi import variables as var
 from ivr.agi.live import LiveCall, LiveCalls
 from ivr.agi.session import AgiSession, BadSession, CallerHungUp
-from ivr.core.clock import SHANGHAI
+from ivr.core.clock import now_local
 from ivr.core.engine import (
     AnswerCall,
     CallSession,
@@ -75,10 +75,6 @@ class AsteriskSettings:
     dial_options: str = "g"  # g: carry on when the called side hangs up
 
 
-def _shanghai_now() -> datetime:
-    return datetime.now(SHANGHAI)
-
-
 @dataclass
 class CallController:
     """The FastAGI routes, over a Hotline that may be swapped whole on reload."""
@@ -86,7 +82,7 @@ class CallController:
     hotline_source: Callable[[], Hotline]
     settings: AsteriskSettings = field(default_factory=AsteriskSettings)
     events: EventSink = field(default_factory=NoEvents)
-    clock: Callable[[], datetime] = _shanghai_now
+    clock: Callable[[], datetime] = now_local
     live: LiveCalls = field(default_factory=LiveCalls)
 
     def __post_init__(self) -> None:
@@ -94,7 +90,7 @@ class CallController:
             self.live.given_up = lambda live: self._end_parked(live, NEVER_CAME_BACK)
         # The engine's `now` on every resume: the real clock's epoch seconds are
         # time.time(), which costs a tenth of reading a zoned datetime.
-        real = self.clock is _shanghai_now
+        real = self.clock is now_local
         self._now: Callable[[], float] = time.time if real else self._clock_epoch
 
     def routes(self) -> dict[str, Callable[[AgiSession], None]]:
@@ -397,7 +393,7 @@ class _Channel:
         if isinstance(instruction, CollectDigits):
             keys_s = instruction.max_digits * instruction.timeout
             try:
-                with agi.command_timeout(_PROMPT_CAP_S + keys_s):
+                with agi.command_timeout(_PROMPT_CAP_S + keys_s, renew=False):
                     return agi.get_data(
                         self.sound(instruction.prompt),
                         instruction.timeout * 1000,

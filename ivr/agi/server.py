@@ -41,6 +41,7 @@ from gevent.pool import Group
 from gevent.socket import wait as wait_on_watcher
 
 from ivr.agi.session import AgiSession, BadSession, CallerHungUp, SessionLimits, mask_text
+from ivr.core.clock import now_local
 from ivr.core.privacy import loggable
 from ivr.listen import listen
 
@@ -88,23 +89,22 @@ class Throttle:
 
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
-        self._last: dict[str, float] = {}
+        self._last: dict[str, tuple[float, str]] = {}  # monotonic, local time of day
         self._held: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def allow(self, kind: str) -> int | None:
-        """None: stay quiet; else log, noting this many lines not written before."""
+    def allow(self, kind: str) -> str | None:
+        """None: stay quiet; else log, with this said after the line ("" or how many
+        lines of its kind were not written since the last one)."""
         now = time.monotonic()
         with self._lock:
-            if now - self._last.get(kind, -self.interval) < self.interval:
+            last = self._last.get(kind)
+            if last is not None and now - last[0] < self.interval:
                 self._held[kind] = self._held.get(kind, 0) + 1
                 return None
-            self._last[kind] = now
-            return self._held.pop(kind, 0)
-
-
-def _more(held: int) -> str:
-    return f" (and {held} more like it in the last second or so)" if held else ""
+            self._last[kind] = (now, now_local().strftime("%H:%M:%S"))
+            held = self._held.pop(kind, 0)
+        return f" (and {held} more like it since {last[1]})" if held and last else ""
 
 
 class AgiServer:
@@ -324,9 +324,9 @@ class AgiServer:
         host = client_address[0]
         if not self._host_allowed(host):
             self._count("rejected_host")
-            if (held := self._throttle.allow("rejected_host")) is not None:
+            if (more := self._throttle.allow("rejected_host")) is not None:
                 log.warning("agi connection closed peer=%s:%s reason=host not allowed%s",
-                            host, client_address[1], _more(held))  # fmt: skip
+                            host, client_address[1], more)  # fmt: skip
             return False
         with self._lock:
             busy = self._inflight >= self.max_sessions
@@ -334,9 +334,9 @@ class AgiServer:
                 self._inflight += 1
         if busy:
             self._count("rejected_busy")
-            if (held := self._throttle.allow("rejected_busy")) is not None:
+            if (more := self._throttle.allow("rejected_busy")) is not None:
                 log.warning("agi connection closed peer=%s:%s reason=over capacity (%d sessions)%s",
-                            host, client_address[1], self.max_sessions, _more(held))  # fmt: skip
+                            host, client_address[1], self.max_sessions, more)  # fmt: skip
             return False
         return True
 
@@ -437,9 +437,9 @@ class AgiServer:
     def _bad(self, session: AgiSession, reason: str, counter: str = "bad_sessions") -> None:
         # The one log line for a session closed as bad (or none, in a flood of them).
         self._count(counter)
-        if (held := self._throttle.allow(counter)) is not None:
+        if (more := self._throttle.allow(counter)) is not None:
             log.warning("agi session closed peer=%s reason=%s%s", session.peer, reason,
-                        _more(held))  # fmt: skip
+                        more)  # fmt: skip
 
     def _done(self, session: AgiSession, outcome: str, exc: BaseException | None) -> None:
         if not log.isEnabledFor(logging.INFO):

@@ -340,17 +340,19 @@ class AgiSession(AGI):
                 with contextlib.suppress(OSError):
                     self.sock.shutdown(socket.SHUT_RDWR)
 
-    def command_timeout(self, seconds: float) -> _CommandTimeout:
+    def command_timeout(self, seconds: float, *, renew: bool = True) -> _CommandTimeout:
         """Allow commands in this block to take up to `seconds` for a result,
         e.g. `EXEC Queue`/`EXEC Dial`, which return only when the conversation
         ends, or GET DATA, which waits for each key.
 
         The session deadline guards against peers, not against the handler's
         own deliberate waits: inside the block it is pushed out to cover
-        `seconds`, and after it the session has at least a fresh
-        `session_deadline` for what follows (reading the dial status, ...).
+        `seconds`. After it, with `renew`, the session has at least a fresh
+        `session_deadline` for what follows (reading the dial status after a
+        conversation, ...); without, the deadline it had (a menu must not renew
+        the session's cap: a caller still in menus at the cap goes to the seats).
         """
-        return _CommandTimeout(self, seconds)
+        return _CommandTimeout(self, seconds, renew)
 
     @contextlib.contextmanager
     def hangup_expected(self, grace: float = CONNECT_HANGUP_GRACE_S) -> Iterator[None]:
@@ -599,23 +601,29 @@ class _CommandTimeout:
     """`AgiSession.command_timeout`'s block (a class: a generator-based context
     manager costs a call several times as much, and calls use it twice)."""
 
-    __slots__ = ("_before", "_deadline", "_seconds", "_session")
+    __slots__ = ("_before", "_deadline", "_renew", "_seconds", "_session")
 
-    def __init__(self, session: AgiSession, seconds: float) -> None:
-        self._session, self._seconds = session, seconds
+    def __init__(self, session: AgiSession, seconds: float, renew: bool) -> None:
+        self._session, self._seconds, self._renew = session, seconds, renew
 
     def __enter__(self) -> None:
         session = self._session
         self._before, self._deadline = session._result_timeout, session._deadline
+        now = time.monotonic()
+        if not self._renew and now >= self._deadline:
+            raise SessionTimeout("session deadline passed before a command allowed longer")
         session._result_timeout = self._seconds
-        session._deadline = max(self._deadline, time.monotonic() + self._seconds)
+        session._deadline = max(self._deadline, now + self._seconds)
 
     def __exit__(self, *exc: object) -> None:
         session = self._session
         session._result_timeout = self._before
-        # (not the block's own: a Queue that returned at once leaves no 4-hour session)
-        fresh = time.monotonic() + session.limits.session_deadline
-        session._deadline = max(self._deadline, fresh)
+        if self._renew:
+            # (not the block's own: a Queue that returned at once leaves no 4-hour session)
+            fresh = time.monotonic() + session.limits.session_deadline
+            session._deadline = max(self._deadline, fresh)
+        else:
+            session._deadline = self._deadline
 
 
 def _wait(watcher: Any, timeout: float) -> bool:

@@ -8,6 +8,11 @@ from zoneinfo import ZoneInfo
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
+def now_local() -> datetime:
+    """The real clock, in Shanghai time (front-ends compare against this one)."""
+    return datetime.now(SHANGHAI)
+
+
 def local(now: datetime) -> datetime:
     """`now` as Shanghai wall-clock time; a naive datetime is refused, never guessed."""
     if now.tzinfo is None or now.utcoffset() is None:

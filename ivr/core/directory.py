@@ -8,6 +8,7 @@ Only data and pure lookups: no files, no clock (``now`` is always passed in).
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from enum import StrEnum
 from functools import cached_property
@@ -78,10 +79,16 @@ class Source(StrEnum):
 
 
 def _no_time(value: object) -> object:
-    # YAML reads 2021-12-01T00:00:00+14:00 as a moment; a window is whole local days.
-    if isinstance(value, datetime):
+    # YAML reads 2021-12-01T00:00:00+14:00 as a moment (quoted, as a string that
+    # pydantic would cut to its date); a window is whole local days.
+    if isinstance(value, datetime) or (
+        isinstance(value, str) and not _PLAIN_DATE.fullmatch(value.strip())
+    ):
         raise ValueError("a date only (2022-01-01), without a time or zone")
     return value
+
+
+_PLAIN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2100, 12, 31)

@@ -121,6 +121,9 @@ class SessionState:
     # attempts included.
     first_connect_at: float | None = None
     connect_at: float | None = None
+    # Times a failure of ours sent the call to the 12345 seats (a missing edge, a
+    # broken flow, a front-end giving up); `fallbacks` also lists the flows' own edges.
+    failures: int = 0
     done: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -271,6 +274,7 @@ class CallSession:
             return
         seats = self.hotline.directory.regions[self.route.region].seats
         state.fallbacks.append({"from": state.step or "start", "reason": reason, "to": "@seats"})
+        state.failures += 1
         state.end = {"kind": "seats", "id": seats}
         self._finish(None)
 
@@ -433,6 +437,7 @@ class CallSession:
 
     def _fallback(self, reason: str, origin: str) -> Instruction:
         self.state.fallbacks.append({"from": origin, "reason": reason, "to": "@seats"})
+        self.state.failures += 1
         ref = self._fallback_ref()
         if ref is None:
             return self._last_resort()
@@ -512,14 +517,13 @@ class CallSession:
         state.done = True
         state.waiting = ""
         target = state.landed or state.end or {}
-        # failures of ours only: a flow's own edge for a busy queue is no failure
-        fallbacks = [f for f in state.fallbacks if f["reason"] not in OUTCOMES]
         self._event(
             "call_ended",
             answered=state.landed is not None,
             target_kind=target.get("kind", ""),
             target=target.get("id", ""),
-            fallbacks=len(fallbacks),
+            # failures of ours only: a flow's own edge for a busy queue is no failure
+            fallbacks=state.failures,
             prompts=len(state.prompts),
         )
         return instruction or HangUp("caller_hung_up")

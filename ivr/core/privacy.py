@@ -30,11 +30,15 @@ def mask_number(number: str | None) -> str:
 # Digit runs long enough to be a phone number. Runs glued to a '.' followed by
 # digits (uniqueids like 1732612345.17, IP addresses) stay readable because logs
 # need them to follow a call.
-# Written in groups too: 139 8765 4321, 139-8765-4321, 0591-8765 4321, +86 139…; a
-# group-written number starts with 0 or 1 (trunk prefix, mobile) or +, which leaves
-# dates (2024-06-03) and times readable.
+# Written in groups too, only as numbers are: a mobile 139 8765 4321 (spaces, dashes
+# or dots, +86 before it), a landline (0591) 8765 4321 or 0591-87654321. Dates, times
+# and lists of service numbers (12345 12315) stay readable.
 _LONG_DIGITS = re.compile(
-    r"(?<![\d.])(?:(?:\+\d{1,3}[ -]?)?[01]\d{1,4}(?:[ -]\d{2,8}){1,3}|\+?\d{6,})(?!\d|\.\d)"
+    r"(?<![\d.])(?:"
+    r"(?:\+?86[ .-]?)?1[3-9]\d(?P<sep>[ .-]?)\d{4}(?P=sep)\d{4}"
+    r"|\(?0\d{2,3}\)?[ -]?\d{3,4}[ -]?\d{4}"
+    r"|\+?\d{6,}"
+    r")(?!\d|\.\d)"
 )
 
 

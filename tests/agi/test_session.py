@@ -456,10 +456,13 @@ def test_mask_text_examples() -> None:
     assert mask_text("name 139 8765 4321.") == "name 139****4321."
     assert mask_text("name 139-8765-4321") == "name 139****4321"
     assert mask_text("from +86 139 8765 4321") == "from 139****4321"
-    # dates, times and short figures stay readable
+    assert mask_text("tel (0591) 8765 4321 or 139.8765.4321") == "tel 059****4321 or 139****4321"
+    # dates, times, short figures and lists of service numbers stay readable
     assert mask_text("window 2024-06-03 to 2024-09-02, 1 30 s") == (
         "window 2024-06-03 to 2024-09-02, 1 30 s"
     )
+    assert mask_text("retired_on 2024-06-03 10:00:00") == "retired_on 2024-06-03 10:00:00"
+    assert mask_text("lines 12345 12315 12366") == "lines 12345 12315 12366"
     assert mask_text("uniqueid 1732612345.17 on 127.0.0.1") == (
         "uniqueid 1732612345.17 on 127.0.0.1"
     )

@@ -18,7 +18,7 @@ import pytest
 from ivr.agi.calls import AsteriskSettings, CallController, CallInfo, _Channel
 from ivr.agi.glue import confbridge_conf, extensions_conf, queues_conf
 from ivr.agi.server import AgiServer
-from ivr.agi.session import AgiSession, SessionLimits
+from ivr.agi.session import AgiSession, SessionLimits, SessionTimeout
 from ivr.core.clock import SHANGHAI
 from ivr.core.engine import CollectDigits, Connect
 from ivr.core.routing import Call, Hotline, Target
@@ -540,3 +540,41 @@ def test_a_caller_typing_slowly_is_not_cut_off(hotline: Hotline) -> None:
     finally:
         agi.close()
         peer.close()
+
+
+def test_menus_do_not_renew_the_session_cap(hotline: Hotline) -> None:
+    # GET DATA may outlast one command's timeout, but a session of menus still ends
+    # at its cap: each menu adds only the time it took.
+    ours, theirs = socket.socketpair()
+    agi = AgiSession(ours, SessionLimits(env_timeout=1.0, result_timeout=1.0,
+                                         session_deadline=0.5))  # fmt: skip
+    peer = FakeAsterisk(theirs, timeout=10)
+    peer.send_env()
+
+    def asterisk() -> None:
+        with contextlib.suppress(OSError):
+            while peer.read_command() is not None:
+                time.sleep(0.1)
+                peer.reply("200 result=49")
+
+    threading.Thread(target=asterisk, daemon=True).start()
+    agi.read_env()
+    call = Call("12345", datetime(2024, 6, 1, 10, tzinfo=SHANGHAI), caller=CALLER, region="xiamen")
+    channel = _Channel(agi, hotline, hotline.route(call), AsteriskSettings())
+    started = time.monotonic()
+    try:
+        with pytest.raises(SessionTimeout):
+            for _ in range(30):  # 3 s of menus
+                channel.do(CollectDigits("emergency_menu", 1, 1))
+        assert time.monotonic() - started < 2.0
+    finally:
+        agi.close()
+        peer.close()
+
+
+def test_ivr_serve_reads_the_real_clock_the_fast_way(hotline: Hotline) -> None:
+    from ivr.core.clock import now_local
+
+    assert CallController(lambda: hotline, clock=now_local)._now is time.time
+    fixed = CallController(lambda: hotline, clock=lambda: datetime(2024, 1, 1, tzinfo=SHANGHAI))
+    assert fixed._now() == datetime(2024, 1, 1, tzinfo=SHANGHAI).timestamp()

@@ -518,3 +518,26 @@ def test_a_window_date_with_a_time_is_refused(config_copy: Path) -> None:
     errors = _relative(errors_of(config_copy), config_copy)
     assert any(e.startswith(f"config/hotline.yaml:{line_of(hotline, 'prompt_until')}:")
                and "a date only" in e for e in errors), errors  # fmt: skip
+
+
+def test_a_twilio_number_may_stand_for_any_number_routing_knows(config_copy: Path) -> None:
+    controller = config_copy / "config" / "controller.yaml"
+    edit(controller, '{line: "12345", region: fuzhou}', '{line: "059112345", region: fuzhou}')
+    edit(controller, '{line: "12345", region: xiamen}', '{line: "110", region: xiamen}')
+    assert errors_of(config_copy) == []
+
+
+def test_a_quoted_window_date_with_a_time_is_refused_too(config_copy: Path) -> None:
+    hotline = config_copy / "config" / "hotline.yaml"
+    edit(hotline, "retired_on: 2021-12-01", 'retired_on: "2021-12-01T00:00:00+14:00"')
+    errors = _relative(errors_of(config_copy), config_copy)
+    assert any("a date only" in e for e in errors), errors
+
+
+def test_a_collect_choice_of_hash_is_refused(config_copy: Path) -> None:
+    # '#' ends GET DATA's and <Gather>'s input: it never comes back as a key
+    overflow = config_copy / "dialplans" / "overflow.yaml"
+    edit(overflow, 'choices: {"1": callback}', 'choices: {"#": callback}')
+    errors = _relative(errors_of(config_copy), config_copy)
+    assert any(e.startswith(f"dialplans/overflow.yaml:{line_of(overflow, 'choices')}:")
+               and "can never be pressed" in e for e in errors), errors  # fmt: skip

@@ -320,3 +320,20 @@ def test_check_refuses_two_different_folders(
     code, _, err = run(capsys, "check", str(config_copy), "--config", str(bundled_root()))
     assert code == 2 and "two folders given" in err
     assert run(capsys, "check", str(config_copy), "--config", str(config_copy))[0] == 0
+
+
+def test_diff_sees_what_a_change_does_to_withheld_callers(
+    capsys: pytest.CaptureFixture[str], config_copy: Path
+) -> None:
+    overflow = config_copy / "dialplans" / "overflow.yaml"
+    text = overflow.read_text(encoding="utf-8")
+    # the withheld caller's second queue, once answered, skips the survey
+    answered = 'on: {answered: "@survey", noanswer: "@seats", busy: "@seats", failed: "@seats"}'
+    assert text.count(answered) == 1
+    overflow.write_text(text.replace(answered, answered.replace('"@survey"', "bye")),
+                        encoding="utf-8")  # fmt: skip
+    code, out, _ = run(capsys, "diff", str(bundled_root()), str(config_copy))
+    assert code == 1
+    changed = [line for line in out.splitlines() if line.startswith("  ")]
+    assert changed and all("withheld number, first queue unanswered" in c for c in changed)
+    assert "survey_question" in out

@@ -370,3 +370,45 @@ def test_a_withheld_caller_who_hangs_up_is_abandoned_with_no_callback_event(
     assert "abandoned" in kinds
     assert "missed_call_callback_created" not in kinds
     assert session.summary()["target"] == {"kind": "hangup", "id": "caller_hung_up"}
+
+
+def _busy_hour(hotline: Hotline, caller: str | None) -> tuple[list[str], CallSession]:
+    """Every queue answers busy (a full queue) and the caller waits on."""
+    session, instruction = CallSession.start(
+        hotline, hotline.route(Call("12345", NOON, region="xiamen", caller=caller))
+    )
+    played: list[str] = []
+    for _ in range(40):
+        if session.state.done:
+            break
+        if isinstance(instruction, PlayPrompt):
+            played.append(instruction.prompt)
+        result = ConnectResult("busy", 0.0) if isinstance(instruction, Connect) else None
+        instruction = session.resume(result)
+    return played, session
+
+
+def test_a_withheld_caller_in_a_busy_hour_is_never_told_a_callback_was_booked(
+    hotline: Hotline,
+) -> None:
+    played, session = _busy_hour(hotline, caller=None)
+    assert "callback_confirmed" not in played and "overflow_offer_callback" not in played
+    assert played[-1] == "seats_unavailable"
+    assert session.summary()["target"] == {"kind": "hangup", "id": "no_seat"}
+    played, session = _busy_hour(hotline, caller=CALLER)  # a number: the callback
+    assert "callback_confirmed" in played
+    assert session.summary()["target"]["kind"] == "callback"
+
+
+def test_a_connect_outcome_with_no_edge_counts_as_a_failure(hotline: Hotline) -> None:
+    flow = {"flow": "main", "title": "t", "steps": [
+        {"id": "q", "kind": "queue", "to": "seats", "timeout": 30, "on": {"answered": "bye"}},
+        {"id": "bye", "kind": "hangup", "reason": "done"}]}  # fmt: skip
+    broken = with_flows(hotline, flow)
+    session, _ = CallSession.start(
+        broken, broken.route(Call("12345", NOON, region="xiamen", caller=CALLER))
+    )
+    session.resume(ConnectResult("busy", 0.0))  # no busy edge: to the 12345 seats
+    session.caller_hung_up(wait_s=5.0)
+    ended = next(e for e in session.take_events() if e["type"] == "call_ended")
+    assert ended["fallbacks"] == 1
