@@ -133,17 +133,17 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def config_folder(folder: Path, redis_url: str, port: int) -> Path:
-    """A copy of the bundled configuration whose controller.yaml turns the webhooks on."""
+def config_folder(folder: Path, redis_url: str, port: int, source: Path | None = None) -> Path:
+    """A copy of the bundled configuration (or `source`'s: another tree runs its own)
+    whose controller.yaml turns the webhooks on."""
     import yaml
 
     from ivr.paths import bundled_root
 
     root = folder / "config-root"
     for part in ("config", "dialplans", "prompts", "transfer"):
-        shutil.copytree(
-            bundled_root() / part, root / part, ignore=shutil.ignore_patterns("asterisk")
-        )
+        copied = (source or bundled_root()) / part
+        shutil.copytree(copied, root / part, ignore=shutil.ignore_patterns("asterisk"))
     path = root / "config" / "controller.yaml"
     doc = yaml.safe_load(path.read_text())
     doc["platform"].update(redis_url=redis_url, spool_dir=str(folder / "spool"))
@@ -525,7 +525,11 @@ def main(argv: list[str] | None = None) -> int:
                 other_port = free_port()
                 other_env = {
                     **env,
-                    "IVR_CONFIG": str(config_folder(folder / "other", redis_url, other_port)),
+                    "IVR_CONFIG": str(
+                        config_folder(
+                            folder / "other", redis_url, other_port, args.other_tree.resolve()
+                        )
+                    ),
                     "PYTHONPATH": os.pathsep.join(
                         [str(args.other_tree.resolve()), os.environ.get("PYTHONPATH", "")]
                     ),
