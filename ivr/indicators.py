@@ -92,7 +92,8 @@ class Bucket:
         self.callbacks += sign * call.callback
         self.fell_back += sign * call.fell_back
         if call.answered and call.wait_s is not None:
-            self.wait_bins[round(call.wait_s * 10)] += sign
+            # up to the tenth: a p90 never reads below the waits it covers
+            self.wait_bins[math.ceil(call.wait_s * 10 - 1e-9)] += sign
             self.wait_sum += sign * call.wait_s
             self.wait_n += sign
             self.answered_15s += sign * (call.wait_s <= ANSWER_WITHIN_S)

@@ -610,7 +610,7 @@ class _CommandTimeout:
         session = self._session
         self._before, self._deadline = session._result_timeout, session._deadline
         now = time.monotonic()
-        if not self._renew and now >= self._deadline:
+        if now >= self._deadline:
             raise SessionTimeout("session deadline passed before a command allowed longer")
         session._result_timeout = self._seconds
         session._deadline = max(self._deadline, now + self._seconds)

@@ -23,7 +23,9 @@ StepRef = Annotated[
     ),
 ]
 PromptId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", description="a prompt catalog id")]
-Digit = Annotated[str, Field(pattern=r"^[0-9*#]$")]
+# One key a caller can press and we are told of: '#' ends GET DATA's and <Gather>'s
+# input, and never comes back as a key.
+Digit = Annotated[str, Field(pattern=r"^[0-9*]$")]
 TargetRef = Annotated[
     str,
     Field(

@@ -243,6 +243,7 @@ class CallSession:
         between_attempts = (
             not connecting
             and state.connects > 0  # a queue that refused at once was still asked
+            and (state.flow, state.step) in self.hotline.may_connect  # not told to go
             and state.landed is None
             and (state.end or {}).get("kind") != "callback"
         )

@@ -35,9 +35,12 @@ def mask_number(number: str | None) -> str:
 # and lists of service numbers (12345 12315) stay readable.
 _LONG_DIGITS = re.compile(
     r"(?<![\d.])(?:"
-    r"(?:\+?86[ .-]?)?1[3-9]\d(?P<sep>[ .-]?)\d{4}(?P=sep)\d{4}"
-    r"|\(?0\d{2,3}\)?[ -]?\d{3,4}[ -]?\d{4}"
-    r"|\+?\d{6,}"
+    # a mobile, not the last of a list of figures ("p99 150 2000 3000")
+    r"(?<!\d )(?:(?:\+|00)?86[ .-]?)?1[3-9]\d[ .-]?\d{4}[ .-]?\d{4}"
+    # a landline: (0591) 8765 4321, 0591-87654321, +86 591 8765 4321
+    r"|(?:(?:\+|00)86[ .-]?\(?\d{2,3}\)?|\(?0\d{2,3}\)?)[ .-]?\d{3,4}[ .-]?\d{4}"
+    # any long run, but not a channel's sequence number (PJSIP/xiamen-ct-00000012)
+    r"|(?<![A-Za-z]-)\+?\d{6,}"
     r")(?!\d|\.\d)"
 )
 

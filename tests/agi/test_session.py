@@ -700,3 +700,21 @@ def test_a_connect_that_returns_at_once_leaves_the_session_its_own_deadline() ->
     finally:
         agi.close()
         peer.close()
+
+
+def test_mask_text_masks_numbers_however_written_and_leaves_the_rest() -> None:
+    for text in (
+        "call back 139 8765-4321",
+        "call back 139-8765 4321",
+        "from +86 591 8765 4321",
+        "from +86 10 8765 4321",
+        "0086-13987654321",
+    ):
+        assert "8765" not in mask_text(text), text
+    for text in (
+        "latency ms p50/p90/p99 150 2000 3000",
+        "PJSIP/xiamen-ct-00000012",
+        "uniqueid 1732612345.17 on 127.0.0.1:4573",
+        "fuzhou-12345 queue",
+    ):
+        assert mask_text(text) == text

@@ -578,3 +578,35 @@ def test_ivr_serve_reads_the_real_clock_the_fast_way(hotline: Hotline) -> None:
     assert CallController(lambda: hotline, clock=now_local)._now is time.time
     fixed = CallController(lambda: hotline, clock=lambda: datetime(2024, 1, 1, tzinfo=SHANGHAI))
     assert fixed._now() == datetime(2024, 1, 1, tzinfo=SHANGHAI).timestamp()
+
+
+def test_a_queue_is_refused_once_the_session_cap_has_passed(hotline: Hotline) -> None:
+    ours, theirs = socket.socketpair()
+    agi = AgiSession(ours, SessionLimits(env_timeout=1.0, result_timeout=1.0,
+                                         session_deadline=0.3))  # fmt: skip
+    peer = FakeAsterisk(theirs, timeout=10)
+    peer.send_env()
+    sent: list[str] = []
+
+    def asterisk() -> None:
+        with contextlib.suppress(OSError):
+            while (command := peer.read_command()) is not None:
+                sent.append(command)
+                full = "FULL VARIABLE" in command
+                peer.reply("200 result=1 (||5|seat-1)" if full else "200 result=0")
+
+    threading.Thread(target=asterisk, daemon=True).start()
+    agi.read_env()
+    call = Call("12345", datetime(2024, 6, 1, 10, tzinfo=SHANGHAI), caller=CALLER, region="xiamen")
+    channel = _Channel(agi, hotline, hotline.route(call), AsteriskSettings())
+    seats = hotline.directory.regions["xiamen"].seats
+    connect = Connect(Target("seats", seats, queue=seats), 60, "queue", flow="overflow")
+    try:
+        channel.connect(connect)
+        agi._deadline = time.monotonic() - 1  # the cap passed, as a long menu leaves it
+        with pytest.raises(SessionTimeout):
+            channel.connect(connect)
+    finally:
+        agi.close()
+        peer.close()
+    assert sum(c.startswith("EXEC Queue") for c in sent) == 1

@@ -541,3 +541,19 @@ def test_a_collect_choice_of_hash_is_refused(config_copy: Path) -> None:
     errors = _relative(errors_of(config_copy), config_copy)
     assert any(e.startswith(f"dialplans/overflow.yaml:{line_of(overflow, 'choices')}:")
                and "can never be pressed" in e for e in errors), errors  # fmt: skip
+
+
+def test_a_shortcut_of_hash_is_refused(config_copy: Path) -> None:
+    main = config_copy / "dialplans" / "main.yaml"
+    edit(main, '"0": emergency_menu}', '"0": emergency_menu, "#": enterprise}')
+    errors = _relative(errors_of(config_copy), config_copy)
+    assert any(e.startswith(f"dialplans/main.yaml:{line_of(main, 'shortcuts')}:")
+               for e in errors), errors  # fmt: skip
+
+
+def test_a_twilio_number_is_checked_as_the_webhooks_route_it(config_copy: Path) -> None:
+    # Pingtan's DID given Fuzhou as its region: Fuzhou wins, and the DID is unknown there
+    controller = config_copy / "config" / "controller.yaml"
+    edit(controller, '{line: "12315", region: fuzhou}', '{line: "059123112345", region: fuzhou}')
+    errors = errors_of(config_copy)
+    assert any("unknown line '059123112345'" in e for e in errors), errors

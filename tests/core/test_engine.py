@@ -412,3 +412,22 @@ def test_a_connect_outcome_with_no_edge_counts_as_a_failure(hotline: Hotline) ->
     session.caller_hung_up(wait_s=5.0)
     ended = next(e for e in session.take_events() if e["type"] == "call_ended")
     assert ended["fallbacks"] == 1
+
+
+def test_a_caller_leaving_during_a_no_seat_notice_did_not_abandon(hotline: Hotline) -> None:
+    # Told no seat can take the call (a withheld number: no callback), the caller
+    # hangs up during the notice: they were not waiting for a person any more.
+    session, instruction = CallSession.start(
+        hotline, hotline.route(Call("12345", NOON, region="xiamen", caller=None))
+    )
+    while not (isinstance(instruction, PlayPrompt) and instruction.prompt == "seats_unavailable"):
+        result = ConnectResult("busy", 5.0) if isinstance(instruction, Connect) else None
+        instruction = session.resume(result)
+    session.caller_hung_up()
+    assert "abandoned" not in [e["type"] for e in session.take_events()]
+
+
+def test_which_steps_may_still_put_a_caller_through(hotline: Hotline) -> None:
+    may = hotline.may_connect
+    assert ("overflow", "offer") in may  # "or please hold": the queue again
+    assert ("seats", "sorry") not in may and ("overflow", "confirmed") not in may

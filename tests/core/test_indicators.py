@@ -282,3 +282,11 @@ def test_calls_whose_end_never_comes_do_not_stay_for_good(monkeypatch) -> None:
     for n in range(1000):
         indicators.offer(f"c{n}", "fuzhou", "12345", "2024-06-03 10:00")
     assert len(indicators.open) == 100 and "c999" in indicators.open
+
+
+def test_p90_never_reads_below_the_waits_it_covers() -> None:
+    events = [e for n in range(10)
+              for e in call(f"c{n}", ("queued", {}), ("answered", {"wait_s": 15.04}),
+                            ("call_ended", {}))]  # fmt: skip
+    (row,) = Indicators().extend(events).rows(by=("region",))
+    assert row["answer_rate_15s"] == 0.0 and row["wait_p90_s"] == 15.1
