@@ -542,25 +542,35 @@ def test_a_caller_typing_slowly_is_not_cut_off(hotline: Hotline) -> None:
         peer.close()
 
 
-def test_menus_do_not_renew_the_session_cap(hotline: Hotline) -> None:
-    # GET DATA may outlast one command's timeout, but a session of menus still ends
-    # at its cap: each menu adds only the time it took.
+def scripted_channel(
+    hotline: Hotline, limits: SessionLimits, reply: Callable[[str], str], delay: float = 0.0
+) -> tuple[_Channel, FakeAsterisk, list[str]]:
+    """A Xiamen 12345 call's channel over a peer answering each command with
+    `reply(command)` after `delay` seconds; the commands it got are in the list."""
     ours, theirs = socket.socketpair()
-    agi = AgiSession(ours, SessionLimits(env_timeout=1.0, result_timeout=1.0,
-                                         session_deadline=0.5))  # fmt: skip
+    agi = AgiSession(ours, limits)
     peer = FakeAsterisk(theirs, timeout=10)
     peer.send_env()
+    sent: list[str] = []
 
     def asterisk() -> None:
         with contextlib.suppress(OSError):
-            while peer.read_command() is not None:
-                time.sleep(0.1)
-                peer.reply("200 result=49")
+            while (command := peer.read_command()) is not None:
+                sent.append(command)
+                time.sleep(delay)
+                peer.reply(reply(command))
 
     threading.Thread(target=asterisk, daemon=True).start()
     agi.read_env()
     call = Call("12345", datetime(2024, 6, 1, 10, tzinfo=SHANGHAI), caller=CALLER, region="xiamen")
-    channel = _Channel(agi, hotline, hotline.route(call), AsteriskSettings())
+    return _Channel(agi, hotline, hotline.route(call), AsteriskSettings()), peer, sent
+
+
+def test_menus_do_not_renew_the_session_cap(hotline: Hotline) -> None:
+    # GET DATA may outlast one command's timeout, but a session of menus still ends
+    # at its cap, and the caller goes to the seats.
+    limits = SessionLimits(env_timeout=1.0, result_timeout=1.0, session_deadline=0.5)
+    channel, peer, _ = scripted_channel(hotline, limits, lambda c: "200 result=49", delay=0.1)
     started = time.monotonic()
     try:
         with pytest.raises(SessionTimeout):
@@ -568,7 +578,7 @@ def test_menus_do_not_renew_the_session_cap(hotline: Hotline) -> None:
                 channel.do(CollectDigits("emergency_menu", 1, 1))
         assert time.monotonic() - started < 2.0
     finally:
-        agi.close()
+        channel.agi.close()
         peer.close()
 
 
@@ -581,32 +591,20 @@ def test_ivr_serve_reads_the_real_clock_the_fast_way(hotline: Hotline) -> None:
 
 
 def test_a_queue_is_refused_once_the_session_cap_has_passed(hotline: Hotline) -> None:
-    ours, theirs = socket.socketpair()
-    agi = AgiSession(ours, SessionLimits(env_timeout=1.0, result_timeout=1.0,
-                                         session_deadline=0.3))  # fmt: skip
-    peer = FakeAsterisk(theirs, timeout=10)
-    peer.send_env()
-    sent: list[str] = []
-
-    def asterisk() -> None:
-        with contextlib.suppress(OSError):
-            while (command := peer.read_command()) is not None:
-                sent.append(command)
-                full = "FULL VARIABLE" in command
-                peer.reply("200 result=1 (||5|seat-1)" if full else "200 result=0")
-
-    threading.Thread(target=asterisk, daemon=True).start()
-    agi.read_env()
-    call = Call("12345", datetime(2024, 6, 1, 10, tzinfo=SHANGHAI), caller=CALLER, region="xiamen")
-    channel = _Channel(agi, hotline, hotline.route(call), AsteriskSettings())
+    limits = SessionLimits(env_timeout=1.0, result_timeout=1.0, session_deadline=0.3)
+    channel, peer, sent = scripted_channel(
+        hotline,
+        limits,
+        lambda c: "200 result=1 (||5|seat-1)" if "FULL VARIABLE" in c else "200 result=0",
+    )
     seats = hotline.directory.regions["xiamen"].seats
     connect = Connect(Target("seats", seats, queue=seats), 60, "queue", flow="overflow")
     try:
         channel.connect(connect)
-        agi._deadline = time.monotonic() - 1  # the cap passed, as a long menu leaves it
+        channel.agi._deadline = time.monotonic() - 1  # the cap passed, as a long menu leaves it
         with pytest.raises(SessionTimeout):
             channel.connect(connect)
     finally:
-        agi.close()
+        channel.agi.close()
         peer.close()
     assert sum(c.startswith("EXEC Queue") for c in sent) == 1
