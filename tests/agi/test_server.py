@@ -489,7 +489,9 @@ def test_the_accept_loop_lets_calls_run_amid_a_burst_of_connections(make_server)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and server.active_sessions < BURST:
             in_flight.append(server.active_sessions)
-            gevent.sleep(0)
+            # a timer, not sleep(0): a greenlet re-queuing itself at once can keep the
+            # hub from polling the listener for seconds (seen), which no call does
+            gevent.sleep(0.001)
         in_flight.append(server.active_sessions)
 
     server = make_server(
@@ -513,8 +515,10 @@ def test_the_accept_loop_lets_calls_run_amid_a_burst_of_connections(make_server)
         for peer in peers:
             peer.close()
     assert in_flight and in_flight[-1] >= BURST, "the burst was never taken in"
+    # Between two of the ticker's turns the hub took in a few batches, never the burst.
     jumps = [later - earlier for earlier, later in itertools.pairwise(in_flight)]
-    assert max(jumps) <= 2 * AgiServer.ACCEPT_BATCH, max(jumps)
+    assert max(jumps) <= 4 * AgiServer.ACCEPT_BATCH, max(jumps)
+    assert len([n for n in in_flight if 2 < n < BURST]) >= 3
 
 
 BURST = 900
