@@ -12,7 +12,7 @@ import re
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from ivr.config import ConfigError, Document, Loaded, Problem, exists, load_folder, read_yaml
+from ivr.config import ConfigError, Document, Loaded, Problem, exists, load_folder
 from ivr.core.clock import SHANGHAI
 from ivr.core.dialplan import (
     FACTS,
@@ -32,6 +32,7 @@ from ivr.core.dialplan import (
     Transfer,
     edges,
     goes_on,
+    reach_backwards,
     template_problem,
 )
 from ivr.core.directory import Directory, Mode, Seats
@@ -76,13 +77,18 @@ def load_hotline(root: Path) -> Hotline:
 
 
 def check_folder(root: Path) -> Loaded:
+    from ivr.settings import read_settings
+
     loaded = load_folder(root)
-    loaded.problems += _check_controller_settings(root)
+    # config/controller.yaml: how `ivr serve` runs; checked here so a typo shows before
+    settings_doc, settings, settings_problems = read_settings(root)
+    loaded.problems += settings_problems
     hotline = loaded.hotline
     if hotline is None:
         return loaded
     problems = _check_directory(hotline.directory, loaded.documents)
-    problems += _check_twilio_numbers(root, hotline)
+    if settings is not None:  # a refused file's own problems are reported already
+        problems += _check_twilio_numbers(settings_doc, hotline)
     problems += _check_flows(hotline, loaded)
     catalog_problems = _check_catalog(hotline, loaded)
     problems += catalog_problems
@@ -94,26 +100,11 @@ def check_folder(root: Path) -> Loaded:
     return loaded
 
 
-def _check_controller_settings(root: Path) -> list[Problem]:
-    """config/controller.yaml: how `ivr serve` runs; checked here so a typo shows before."""
-    from ivr.settings import load_settings
-
-    try:
-        load_settings(root)
-    except ConfigError as exc:
-        return exc.problems
-    return []
-
-
-def _check_twilio_numbers(root: Path, hotline: Hotline) -> list[Problem]:
+def _check_twilio_numbers(doc: Document | None, hotline: Hotline) -> list[Problem]:
     """Twilio numbers must name a region and trunk of the directory, and a line the
     routing core knows (as dialed: 12345, a legacy line, 110, a DID, with or without
     its area code): a misspelt one would send that number's callers elsewhere."""
     directory = hotline.directory
-    path = root / "config" / "controller.yaml"
-    if not exists(path):
-        return []
-    doc, _ = read_yaml(path, str(path))  # its own problems are reported above
     twilio = doc.data.get("twilio") if doc is not None and isinstance(doc.data, dict) else None
     numbers = twilio.get("numbers") if isinstance(twilio, dict) else None
     if doc is None or not isinstance(numbers, dict):
@@ -368,7 +359,7 @@ def _check_flows(hotline: Hotline, loaded: Loaded) -> list[Problem]:
     exits = {
         node for node in graph if flows[node[0]].step(node[1]).kind in TERMINAL_KINDS | PERSON_KINDS
     }
-    can_exit = _reach_backwards(graph, exits)
+    can_exit = reach_backwards(graph, exits)
     for flow_id, step_id in graph:
         if (flow_id, step_id) not in can_exit:
             doc = docs[loaded.flow_files[flow_id]]
@@ -451,22 +442,6 @@ def _reach(graph: dict, start: tuple[str, str], within: str) -> set[tuple[str, s
             if nxt[0] == within and nxt not in seen:
                 seen.add(nxt)
                 todo.append(nxt)
-    return seen
-
-
-def _reach_backwards(graph: dict, targets: set) -> set:
-    reverse: dict = {}
-    for node, outs in graph.items():
-        for out in outs:
-            reverse.setdefault(out, []).append(node)
-    seen = set(targets)
-    todo = list(targets)
-    while todo:
-        node = todo.pop()
-        for prev in reverse.get(node, []):
-            if prev not in seen:
-                seen.add(prev)
-                todo.append(prev)
     return seen
 
 

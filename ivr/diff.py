@@ -75,7 +75,8 @@ def differences(old: Hotline, new: Hotline, today: date) -> list[Difference]:
     """Every way `new` routes a call otherwise than `old` does."""
     window_days = sorted(_days_that_matter(old, today) | _days_that_matter(new, today))
     retired = _retired_lines(old) | _retired_lines(new)
-    found: dict[tuple[str, str, str, str, str, str], list[date]] = {}
+    # (call, world, field, the two values as text) -> the two values and the days
+    found: dict[tuple[str, str, str, str, str, str], tuple[Any, Any, list[date]]] = {}
     for number, region in _calls(old, new):
         # only a retired line's calls depend on the day
         days = window_days if number in retired else [today]
@@ -85,26 +86,14 @@ def differences(old: Hotline, new: Hotline, today: date) -> list[Difference]:
                 before = _outcome(old, number, region, when, world, caller)
                 after = _outcome(new, number, region, when, world, caller)
                 for name in COMPARED:
-                    if before.get(name) != after.get(name):
-                        key = (number, region, world_name, name,
-                               repr(before.get(name)), repr(after.get(name)))  # fmt: skip
-                        found.setdefault(key, []).append(day)
-    result = []
-    for (number, region, world_name, name, _, _), on_days in found.items():
-        when = datetime.combine(on_days[0], AT, SHANGHAI)
-        world, caller = WORLDS[world_name]
-        result.append(
-            Difference(
-                number,
-                region,
-                world_name,
-                name,
-                _outcome(old, number, region, when, world, caller).get(name),
-                _outcome(new, number, region, when, world, caller).get(name),
-                tuple(on_days),
-            )
-        )
-    return result
+                    was, now = before.get(name), after.get(name)
+                    if was != now:
+                        key = (number, region, world_name, name, repr(was), repr(now))
+                        found.setdefault(key, (was, now, []))[2].append(day)
+    return [
+        Difference(number, region, world_name, name, was, now, tuple(on_days))
+        for (number, region, world_name, name, _, _), (was, now, on_days) in found.items()
+    ]
 
 
 def _calls(old: Hotline, new: Hotline) -> Iterator[tuple[str, str]]:
@@ -127,8 +116,7 @@ def _outcome(
     call = Call(number, when, caller=caller,
                 region=None if region == "DID" else region, call_id="diff")  # fmt: skip
     result = simulate(hotline, call, world)
-    route = hotline.route(call)
-    return {**result, "flow": route.flow, "fallbacks": [f["reason"] for f in result["fallbacks"]]}
+    return {**result, "fallbacks": [f["reason"] for f in result["fallbacks"]]}
 
 
 def _retired_lines(hotline: Hotline) -> set[str]:

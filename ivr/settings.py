@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from ivr.config import ConfigError, exists, read_yaml, validate
+from ivr.config import ConfigError, Document, Problem, exists, read_yaml, validate
 from ivr.twilio.settings import TwilioSection
 
 
@@ -91,16 +91,23 @@ class ControllerSettings(_Strict):
 
 
 def load_settings(root: Path) -> ControllerSettings:
-    path = root / "config" / "controller.yaml"
-    if not exists(path):
-        return ControllerSettings()
-    doc, problems = read_yaml(path, str(path))
-    if doc is None:
-        raise ConfigError(problems)
-    settings, problems = validate(doc, ControllerSettings)
-    if problems:
+    _, settings, problems = read_settings(root)
+    if settings is None:
         raise ConfigError(problems)
     return settings
+
+
+def read_settings(root: Path) -> tuple[Document | None, ControllerSettings | None, list[Problem]]:
+    """config/controller.yaml as read (None: no file, the defaults), the settings (None
+    when refused) and why it was refused."""
+    path = root / "config" / "controller.yaml"
+    if not exists(path):
+        return None, ControllerSettings(), []
+    doc, problems = read_yaml(path, str(path))
+    if doc is None:
+        return None, None, problems
+    settings, problems = validate(doc, ControllerSettings)
+    return doc, (settings if not problems else None), problems
 
 
 def host_port(text: str) -> tuple[str, int]:

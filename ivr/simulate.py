@@ -64,6 +64,7 @@ def simulate(hotline: Hotline, call: Call, world: World | None = None) -> dict[s
     return {
         "line": dialed_local or call.dialed,
         "routed_as": route.line,
+        "flow": route.flow,
         **{k: v for k, v in summary.items() if k != "line"},
         "at": local(call.now).isoformat(),  # as the hotline reads it, whatever was given
         "facts": dict(route.facts),

@@ -293,6 +293,25 @@ def edges(step: Step, following: str | None) -> list[str]:
     return out
 
 
+Node = tuple[str, str]  # (flow id, step id)
+
+
+def reach_backwards(graph: dict[Node, list[Node]], targets: set[Node]) -> set[Node]:
+    """Every node of `graph` (node -> the nodes it leads to) from which some target
+    can be reached, the targets included."""
+    into: dict[Node, list[Node]] = {}
+    for node, outs in graph.items():
+        for out in outs:
+            into.setdefault(out, []).append(node)
+    seen, todo = set(targets), list(targets)
+    while todo:
+        for before in into.get(todo.pop(), []):
+            if before not in seen:
+                seen.add(before)
+                todo.append(before)
+    return seen
+
+
 def goes_on(step: Step) -> bool:
     """Does the step carry on to ``next`` (or the step written after it) at all?"""
     if step.kind in TERMINAL_KINDS or isinstance(step, Collect | Branch):

@@ -16,7 +16,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, NamedTuple
 
-from ivr.core.dialplan import Flow, Step, edges
+from ivr.core.dialplan import PERSON_KINDS, Flow, Step, edges, reach_backwards
 from ivr.core.directory import MAIN_NUMBER, Directory, Mode, Seats
 from ivr.core.prompts import Catalog
 
@@ -127,30 +127,17 @@ class Hotline:
         """(flow, step) from which the flows can still put the caller through to a
         person: a caller who leaves there was waiting for one. One heading only for a
         hang-up (a "no seat, call later" notice) was not."""
-        nodes: dict[tuple[str, str], list[tuple[str, str]]] = {}
-        connecting = set()
-        for flow_id, flow in self.flows.items():
-            for step in flow.steps:
-                node = (flow_id, step.id)
-                if step.kind in ("queue", "dial", "transfer"):
-                    connecting.add(node)
-                nodes[node] = [
-                    (ref[1:], self.flows[ref[1:]].start) if ref.startswith("@") else (flow_id, ref)
-                    for ref in edges(step, flow.following(step.id))
-                    if not ref.startswith("@") or ref[1:] in self.flows
-                ]
-        # backwards from every connecting step
-        into: dict[tuple[str, str], list[tuple[str, str]]] = {}
-        for node, outs in nodes.items():
-            for out in outs:
-                into.setdefault(out, []).append(node)
-        found, todo = set(connecting), list(connecting)
-        while todo:
-            for before in into.get(todo.pop(), []):
-                if before not in found:
-                    found.add(before)
-                    todo.append(before)
-        return frozenset(found)
+        graph = {
+            (flow_id, step.id): [
+                (ref[1:], self.flows[ref[1:]].start) if ref.startswith("@") else (flow_id, ref)
+                for ref in edges(step, flow.following(step.id))
+                if not ref.startswith("@") or ref[1:] in self.flows
+            ]
+            for flow_id, flow in self.flows.items()
+            for step in flow.steps
+        }
+        connecting = {n for n in graph if self.flows[n[0]].step(n[1]).kind in PERSON_KINDS}
+        return frozenset(reach_backwards(graph, connecting))
 
 
 _NON_DIGITS = re.compile(r"[^0-9]")

@@ -46,7 +46,7 @@ from ivr.core.engine import (
     SessionState,
 )
 from ivr.core.privacy import loggable, mask_number
-from ivr.core.routing import Call, Hotline, Route
+from ivr.core.routing import Call, Hotline, Route, unrouted
 from ivr.core.transfer import drop_repeated_answer
 from ivr.events import EventSink, NoEvents
 from ivr.twilio.events import TwilioCall
@@ -545,13 +545,10 @@ class TwilioWebhooks:
 
     def _region_guess(self, hotline: Hotline, to: str) -> str:
         """The region by the number map alone: what is left when routing itself failed."""
-        directory = hotline.directory
         entry = self.settings.number_route(to)
-        if entry and entry.region in directory.regions:
-            return entry.region
-        if entry and entry.trunk in directory.trunks:
-            return directory.trunks[entry.trunk].region
-        return directory.defaults.default_region
+        if entry is None:
+            return unrouted(hotline.directory, None, None).region
+        return unrouted(hotline.directory, entry.region, entry.trunk).region
 
     def _end_at_seats(
         self,
